@@ -1,0 +1,147 @@
+"""The verify case matrix: prompts drawn fresh from a seeded RNG, in the contract's form.
+
+Each case names its batch size, prompt kinds, mask-input use and original image size; the values
+(embeddings, coordinates, masks) are random on every draw. Prompts are written as the contract
+says: a box is two points labelled 2 and 3; a prompt without a box ends with SAM's padding point
+(0,0) labelled -1; a ragged batch fills shorter prompts with ignored slots labelled -2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segdeploy import contract
+from segdeploy.contract import Label
+
+# Image embeddings are drawn at unit order of magnitude, as the image encoder's outputs are.
+EMBEDDING_STD = 0.5
+MASK_LOGIT_SCALE = 20.0
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One row of the matrix: what is drawn, not the values."""
+
+    name: str
+    prompts: int
+    kinds: tuple[str, ...]  # cycled over prompts: "click", "clicks", "box", "box+clicks", "unpadded"
+    orig_size: tuple[int, int]  # (H, W)
+    mask_input: str = "off"  # "off", "on", "mixed"
+    max_clicks: int = 4
+
+
+MATRIX: tuple[CaseSpec, ...] = (
+    CaseSpec("one click, square", 1, ("click",), (1024, 1024)),
+    CaseSpec("lone point, no padding (N=1)", 1, ("unpadded",), (768, 1024)),
+    CaseSpec("negative clicks, portrait", 2, ("clicks",), (1500, 1000)),
+    CaseSpec("boxes, landscape", 7, ("box",), (720, 1280)),
+    CaseSpec("box plus clicks, mask input", 2, ("box+clicks",), (1080, 1920), mask_input="on"),
+    CaseSpec("ragged mixed prompts", 7, ("click", "box", "clicks", "box+clicks"), (480, 640), "mixed"),
+    CaseSpec("16 points", 2, ("max-clicks", "clicks"), (1024, 768), max_clicks=15),
+    CaseSpec("tiny image", 2, ("box+clicks",), (17, 23)),
+    CaseSpec("large image", 1, ("box+clicks",), (3000, 4000), "on"),
+    CaseSpec("32 prompts ragged", 32, ("click", "clicks", "box", "box+clicks"), (64, 48), "mixed"),
+)
+
+
+@dataclass
+class Case:
+    """A drawn case: contract feeds plus each prompt's real length (for the ragged check)."""
+
+    spec: CaseSpec
+    feeds: dict[str, np.ndarray]
+    lengths: list[int] = field(default_factory=list)
+
+    @property
+    def is_ragged(self) -> bool:
+        return len(set(self.lengths)) > 1
+
+    @property
+    def num_points(self) -> int:
+        return int(self.feeds[contract.POINT_COORDS.name].shape[1])
+
+
+def prepadded(orig_size: tuple[int, int]) -> tuple[int, int]:
+    """SAM's longest-side resize of (H, W) into the model-input frame."""
+    height, width = orig_size
+    longest = max(height, width)
+    side = contract.MODEL_INPUT_SIZE
+    return (height * side + longest // 2) // longest, (width * side + longest // 2) // longest
+
+
+def _prompt(rng: np.random.Generator, kind: str, frame: tuple[int, int], max_clicks: int) -> list[tuple[float, float, int]]:
+    height, width = frame
+
+    def point() -> tuple[float, float]:
+        return float(rng.uniform(0, width)), float(rng.uniform(0, height))
+
+    points: list[tuple[float, float, int]] = []
+    if kind == "unpadded":
+        x, y = point()
+        return [(x, y, Label.FOREGROUND)]
+    if kind in ("click", "clicks", "max-clicks", "box+clicks"):
+        count = {"click": 1, "max-clicks": max_clicks}.get(kind) or int(rng.integers(1, max_clicks + 1))
+        for i in range(count):
+            x, y = point()
+            label = Label.FOREGROUND if i == 0 or rng.random() < 0.5 else Label.BACKGROUND
+            points.append((x, y, label))
+    if kind in ("box", "box+clicks"):
+        (x0, y0), (x1, y1) = point(), point()
+        points.append((min(x0, x1), min(y0, y1), Label.BOX_TOP_LEFT))
+        points.append((max(x0, x1), max(y0, y1), Label.BOX_BOTTOM_RIGHT))
+    else:
+        points.append((0.0, 0.0, Label.PADDING))
+    return points
+
+
+def _mask_logits(rng: np.random.Generator) -> np.ndarray:
+    """A blobby low-res mask in logit units, like a previous prediction."""
+    side = contract.LOW_RES_SIZE
+    coarse = rng.standard_normal((8, 8)).astype(np.float32)
+    return MASK_LOGIT_SCALE * np.kron(coarse, np.ones((side // 8, side // 8), np.float32))
+
+
+def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True) -> Case:
+    """Draw the values of one case."""
+    frame = prepadded(spec.orig_size)
+    prompts = [_prompt(rng, spec.kinds[i % len(spec.kinds)], frame, spec.max_clicks) for i in range(spec.prompts)]
+    width = max(len(p) for p in prompts)
+    coords = np.zeros((spec.prompts, width, 2), np.float32)
+    labels = np.full((spec.prompts, width), float(Label.IGNORED), np.float32)
+    for b, prompt in enumerate(prompts):
+        for n, (x, y, label) in enumerate(prompt):
+            coords[b, n] = (x, y)
+            labels[b, n] = float(label)
+        # ignored slots carry garbage coordinates: they must not matter
+        coords[b, len(prompt):] = rng.uniform(0, contract.MODEL_INPUT_SIZE, (width - len(prompt), 2))
+    has_mask = {"off": np.zeros, "on": np.ones}.get(spec.mask_input)
+    has_mask_input = has_mask(spec.prompts, np.float32) if has_mask else (rng.random(spec.prompts) < 0.5).astype(np.float32)
+    feeds = {
+        contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal(contract.IMAGE_EMBEDDINGS.dims)).astype(np.float32),
+        contract.POINT_COORDS.name: coords,
+        contract.POINT_LABELS.name: labels,
+        contract.MASK_INPUT.name: np.stack([_mask_logits(rng)[None] for _ in range(spec.prompts)]),
+        contract.HAS_MASK_INPUT.name: has_mask_input,
+    }
+    if postprocess:
+        feeds[contract.ORIG_IM_SIZE.name] = np.array(spec.orig_size, np.int64)
+    return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts])
+
+
+def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True) -> list[Case]:
+    """Draw ``count`` cases cycling through MATRIX (default: each row once)."""
+    count = len(MATRIX) if count is None else count
+    return [draw_case(MATRIX[i % len(MATRIX)], rng, postprocess) for i in range(count)]
+
+
+def single_prompt(case: Case, index: int) -> dict[str, np.ndarray]:
+    """The feeds of prompt ``index`` alone, without its ignored slots."""
+    length = case.lengths[index]
+    feeds = dict(case.feeds)
+    for name in (contract.POINT_COORDS.name, contract.POINT_LABELS.name):
+        feeds[name] = np.ascontiguousarray(case.feeds[name][index : index + 1, :length])
+    for name in (contract.MASK_INPUT.name, contract.HAS_MASK_INPUT.name):
+        feeds[name] = np.ascontiguousarray(case.feeds[name][index : index + 1])
+    return feeds

@@ -1,0 +1,131 @@
+"""The I/O contract of an exported decoder graph: the one source of truth for names, dtypes,
+dynamic dimensions, prompt labels and per-precision tolerances.
+
+Export, TensorRT profiles, verify, bench and the runners' input checks all read from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+CONTRACT_VERSION = "1"
+
+EMBED_DIM = 256
+EMBEDDING_SIZE = 64  # image embedding grid is EMBEDDING_SIZE x EMBEDDING_SIZE
+MODEL_INPUT_SIZE = 1024  # the padded, longest-side-resized frame point coordinates live in
+LOW_RES_SIZE = 256  # side of low_res_masks and of mask_input
+MIN_OPSET = 17  # LayerNormalization
+
+# Released SAM variants; all share one decoder shape, the name goes into metadata.
+VARIANT_NAMES = ("sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam")
+DEFAULT_VARIANT = "sam_vit_b"
+
+
+class Label(enum.IntEnum):
+    """Point labels of ``point_labels``."""
+
+    IGNORED = -2  # a slot that fills a ragged batch; takes no part in the result
+    PADDING = -1  # SAM's own padding point, appended at (0,0) when a prompt has no box
+    BACKGROUND = 0
+    FOREGROUND = 1
+    BOX_TOP_LEFT = 2
+    BOX_BOTTOM_RIGHT = 3
+
+
+VALID_LABELS = frozenset(int(label) for label in Label)
+
+
+class MaskOutput(str, enum.Enum):
+    """Which mask tokens become outputs."""
+
+    MULTI = "multi"  # tokens 1..3, as SAM's predictor with multimask_output=True
+    SINGLE = "single"  # token 0
+    ALL = "all"  # tokens 0..3
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        return {"multi": (1, 2, 3), "single": (0,), "all": (0, 1, 2, 3)}[self.value]
+
+
+class DimName(str, enum.Enum):
+    """Symbolic dimensions of the graph."""
+
+    PROMPTS = "num_prompts"
+    POINTS = "num_points"
+    MASK_HEIGHT = "mask_height"
+    MASK_WIDTH = "mask_width"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, numpy dtype name, and dims (ints or symbolic names)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+    doc: str
+
+    def shape_text(self) -> str:
+        return "[" + ",".join(str(d) for d in self.dims) + "]"
+
+
+P, N = DimName.PROMPTS.value, DimName.POINTS.value
+
+IMAGE_EMBEDDINGS = TensorSpec(
+    "image_embeddings", "float32", (1, EMBED_DIM, EMBEDDING_SIZE, EMBEDDING_SIZE),
+    "one image's embedding, broadcast over every prompt",
+)
+POINT_COORDS = TensorSpec("point_coords", "float32", (P, N, 2), "x,y in the 1024-pixel model-input frame")
+POINT_LABELS = TensorSpec("point_labels", "float32", (P, N), "1 fg, 0 bg, 2/3 box corners, -1 SAM padding, -2 ignored")
+MASK_INPUT = TensorSpec("mask_input", "float32", (P, 1, LOW_RES_SIZE, LOW_RES_SIZE), "previous low-res logits")
+HAS_MASK_INPUT = TensorSpec("has_mask_input", "float32", (P,), "1 to use mask_input for that prompt, else 0")
+ORIG_IM_SIZE = TensorSpec("orig_im_size", "int64", (2,), "original image (H, W); a shape tensor")
+
+
+def input_specs(postprocess: bool = True) -> list[TensorSpec]:
+    specs = [IMAGE_EMBEDDINGS, POINT_COORDS, POINT_LABELS, MASK_INPUT, HAS_MASK_INPUT]
+    return specs + [ORIG_IM_SIZE] if postprocess else specs
+
+
+def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[TensorSpec]:
+    m = len(mask_output.tokens)
+    specs = [
+        TensorSpec("iou_predictions", "float32", (P, m), "predicted IoU of each mask"),
+        TensorSpec("low_res_masks", "float32", (P, m, LOW_RES_SIZE, LOW_RES_SIZE), "mask logits, 256x256"),
+    ]
+    if postprocess:
+        masks = TensorSpec(
+            "masks", "float32", (P, m, DimName.MASK_HEIGHT.value, DimName.MASK_WIDTH.value),
+            "mask logits at orig_im_size",
+        )
+        specs.insert(0, masks)
+    return specs
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What verify accepts, per precision, against the fp32 eager model.
+
+    A logit output passes when its max abs error <= ``logit_abs`` or, for large logits, when
+    max abs error / max |reference| <= ``logit_rel``. Binarised masks (logit > 0) must reach the
+    worst and mean IoU given; IoU predictions must be within ``iou_pred_abs``.
+    """
+
+    logit_abs: float
+    logit_rel: float
+    iou_pred_abs: float
+    mask_iou_worst: float
+    mask_iou_mean: float
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(logit_abs=1e-3, logit_rel=1e-4, iou_pred_abs=1e-4, mask_iou_worst=0.99, mask_iou_mean=0.999),
+}
+
+# Names of graph metadata keys (ONNX metadata_props).
+META_PREFIX = "segdeploy."
+META_KEYS = (
+    "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
+    "opset", "mask_output", "postprocess", "precision",
+)

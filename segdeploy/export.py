@@ -1,0 +1,181 @@
+"""``segdeploy export``: trace the decoder graph into ONNX with the contract's dynamic axes,
+check it, stamp metadata, and write it atomically and deterministically."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from segdeploy import __version__, contract
+from segdeploy.contract import MaskOutput
+from segdeploy.errors import BadInputError
+from segdeploy.graph_io import set_metadata, write_atomically
+from segdeploy.weights import WeightsInfo
+
+# The newest opset the TorchScript exporter in our supported torch versions writes.
+MAX_TRACE_OPSET = 20
+DEFAULT_EXPORT_DIR = Path("export")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    variant: str = "sam_vit_b"
+    checkpoint: Path | None = None
+    seed: int = 0
+    opset: int = contract.MIN_OPSET
+    mask_output: MaskOutput = MaskOutput.MULTI
+    postprocess: bool = True
+    out: Path | None = None
+
+    def default_path(self) -> Path:
+        post = "" if self.postprocess else "_nopost"
+        return DEFAULT_EXPORT_DIR / f"{self.variant}_{self.mask_output.value}{post}_opset{self.opset}.onnx"
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    weights: WeightsInfo
+    opset: int
+    mask_output: str
+    postprocess: bool
+    node_count: int
+    op_counts: dict[str, int]
+    size_bytes: int
+    seconds: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def validate_opset(opset: int) -> None:
+    if opset < contract.MIN_OPSET:
+        raise BadInputError(f"opset {opset} is too old: the graph needs LayerNormalization, opset {contract.MIN_OPSET} or newer")
+    if opset > MAX_TRACE_OPSET:
+        raise BadInputError(f"opset {opset} is newer than the exporter writes; use {contract.MIN_OPSET}..{MAX_TRACE_OPSET}")
+
+
+def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, str]:
+    return {
+        "version": __version__,
+        "contract_version": contract.CONTRACT_VERSION,
+        "variant": weights.variant,
+        "weights": "checkpoint" if weights.sha256 else "random",
+        "weights_sha256": weights.sha256 or "",
+        "random_seed": "" if weights.seed is None else str(weights.seed),
+        "opset": str(options.opset),
+        "mask_output": options.mask_output.value,
+        "postprocess": "1" if options.postprocess else "0",
+        "precision": "fp32",
+    }
+
+
+def example_inputs(postprocess: bool, prompts: int = 2, points: int = 3):
+    """Inputs for tracing, shaped by the contract (values do not matter: nothing is data-dependent)."""
+    import torch
+
+    feeds = [
+        torch.zeros(contract.IMAGE_EMBEDDINGS.dims),
+        torch.zeros(prompts, points, 2),
+        torch.ones(prompts, points),
+        torch.zeros(prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
+        torch.zeros(prompts),
+    ]
+    if postprocess:
+        feeds.append(torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64))
+    return tuple(feeds)
+
+
+def declare_contract_shapes(values, specs: list[contract.TensorSpec]) -> None:
+    """Overwrite the declared shapes of graph values with the contract's (the tracer's guesses for
+    outputs behind Resize are arbitrary names)."""
+    by_name = {spec.name: spec for spec in specs}
+    for value in values:
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for dim in by_name[value.name].dims:
+            entry = dims.add()
+            if isinstance(dim, str):
+                entry.dim_param = dim
+            else:
+                entry.dim_value = dim
+
+
+def trace_to_onnx(graph_module, options: ExportOptions):
+    """Trace with the TorchScript exporter (handles the data-dependent resize sizes) and return the
+    checked ModelProto with the contract's dynamic axes."""
+    import onnx
+    import torch
+
+    inputs = contract.input_specs(options.postprocess)
+    outputs = contract.output_specs(options.mask_output, options.postprocess)
+    dynamic_axes = {
+        spec.name: {i: d for i, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs + outputs
+    }
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph_module,
+            example_inputs(options.postprocess),
+            buffer,
+            dynamo=False,
+            opset_version=options.opset,
+            input_names=[s.name for s in inputs],
+            output_names=[s.name for s in outputs],
+            dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
+            do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    declare_contract_shapes(model.graph.output, outputs)
+    model.doc_string = "SAM prompt encoder + mask decoder exported by segdeploy"
+    return model
+
+
+def export_onnx(options: ExportOptions, progress: Progress | None = None) -> ExportReport:
+    """Export the decoder described by ``options``; returns what was written."""
+    import onnx
+
+    from segdeploy.model import DecoderGraph
+    from segdeploy.weights import load_decoder
+
+    say = progress or (lambda _msg: None)
+    validate_opset(options.opset)
+    started = time.perf_counter()
+    say("loading weights")
+    decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
+    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess).eval()
+    say("tracing to ONNX")
+    model = trace_to_onnx(graph_module, options)
+    metadata = graph_metadata(weights, options)
+    set_metadata(model, metadata)
+    say("checking the graph")
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    path = options.out or options.default_path()
+    data = model.SerializeToString(deterministic=True)
+    say(f"writing {path}")
+    write_atomically(Path(path), data)
+    ops = Counter(node.op_type for node in model.graph.node)
+    return ExportReport(
+        path=Path(path),
+        weights=weights,
+        opset=options.opset,
+        mask_output=options.mask_output.value,
+        postprocess=options.postprocess,
+        node_count=len(model.graph.node),
+        op_counts=dict(sorted(ops.items())),
+        size_bytes=len(data),
+        seconds=time.perf_counter() - started,
+        metadata=metadata,
+    )

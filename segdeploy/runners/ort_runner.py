@@ -1,0 +1,48 @@
+"""ONNX Runtime backend (CPU provider here; CUDA where onnxruntime-gpu is installed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.contract import TensorSpec
+from segdeploy.runners.base import Runner
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX file with onnxruntime."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        input_specs: Sequence[TensorSpec],
+        output_names: Sequence[str],
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        super().__init__(input_specs, output_names)
+        self.path = Path(path)
+        self.threads = threads
+        self.providers = list(providers)
+        self.session = None
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, feeds)
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}

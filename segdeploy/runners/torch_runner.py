@@ -1,0 +1,39 @@
+"""The eager PyTorch reference: runs the same DecoderGraph module that export traces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from segdeploy import contract
+from segdeploy.contract import MaskOutput
+from segdeploy.runners.base import Runner
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch on the CPU (or ``device``), float32."""
+
+    name = "torch"
+
+    def __init__(self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu") -> None:
+        super().__init__(
+            contract.input_specs(postprocess),
+            [s.name for s in contract.output_specs(mask_output, postprocess)],
+        )
+        from segdeploy.model import DecoderGraph
+
+        self.device = device
+        self.module = DecoderGraph(decoder, mask_output, postprocess).eval().to(device)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        import torch
+
+        args = []
+        for spec in self.input_specs:
+            tensor = torch.from_numpy(np.ascontiguousarray(feeds[spec.name]))
+            # orig_im_size is a shape tensor: it stays on the host, as in the graph.
+            args.append(tensor if spec.name == contract.ORIG_IM_SIZE.name else tensor.to(self.device))
+        with torch.no_grad():
+            outputs = self.module(*args)
+        return {name: out.float().cpu().numpy() for name, out in zip(self.output_names, outputs)}

@@ -1,0 +1,199 @@
+"""``segdeploy verify``: run the eager model and an exported graph on the case matrix, with fresh
+random draws, and compare every output against the contract's tolerances."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy import contract
+from segdeploy.cases import Case, draw_cases, single_prompt
+from segdeploy.compare import OutputMetrics, compare_output, compare_outputs, contract_problems
+from segdeploy.contract import MaskOutput
+from segdeploy.errors import BadInputError
+from segdeploy.graph_io import load_graph, read_metadata, value_specs
+from segdeploy.runners.base import Runner
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class CaseResult:
+    name: str
+    prompts: int
+    points: int
+    orig_size: tuple[int, int]
+    mask_input: str
+    outputs: list[OutputMetrics]
+    ragged: OutputMetrics | None = None  # batched vs each prompt alone, on the candidate
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs) and (self.ragged is None or self.ragged.passed)
+
+
+@dataclass
+class VerifyReport:
+    graph: str
+    reference: str
+    candidate: str
+    precision: str
+    weights: str
+    seed: int
+    tolerance: dict
+    contract_problems: list[str] = field(default_factory=list)
+    cases: list[CaseResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.contract_problems and bool(self.cases) and all(c.passed for c in self.cases)
+
+    def worst(self, output: str, attr: str) -> float | None:
+        values = [getattr(o, attr) for c in self.cases for o in c.outputs if o.name == output and getattr(o, attr) is not None]
+        if not values:
+            return None
+        return min(values) if attr.startswith("mask_iou") else max(values)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["passed"] = self.passed
+        for case, result in zip(data["cases"], self.cases):
+            case["passed"] = result.passed
+        return data
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    onnx: Path
+    checkpoint: Path | None = None
+    cases: int | None = None
+    seed: int | None = None
+    threads: int | None = None
+
+
+def resolve_weights(metadata: dict[str, str], checkpoint: Path | None, graph: Path):
+    """Rebuild the eager decoder from the weights the graph was exported from, or refuse."""
+    from segdeploy.weights import file_sha256, load_decoder
+
+    variant = metadata.get("variant", "")
+    if metadata.get("weights") == "random":
+        if checkpoint is not None:
+            raise BadInputError(f"{graph} was exported from random weights (seed {metadata.get('random_seed')}); drop --checkpoint")
+        return load_decoder(variant, None, int(metadata.get("random_seed", "0")))
+    expected = metadata.get("weights_sha256", "")
+    if checkpoint is None:
+        raise BadInputError(f"{graph} was exported from a checkpoint (sha256 {expected[:12]}…); pass it with --checkpoint")
+    if not Path(checkpoint).is_file():
+        raise BadInputError(f"checkpoint not found: {checkpoint}")
+    actual = file_sha256(Path(checkpoint))
+    if actual != expected:
+        raise BadInputError(f"{checkpoint} (sha256 {actual[:12]}…) is not the checkpoint {graph} was exported from (sha256 {expected[:12]}…)")
+    return load_decoder(variant, Path(checkpoint))
+
+
+def graph_settings(metadata: dict[str, str], graph: Path) -> tuple[MaskOutput, bool, str]:
+    """Mask output, postprocess flag and precision recorded at export."""
+    if not metadata:
+        raise BadInputError(f"{graph} carries no segdeploy metadata; verify needs a graph made by `segdeploy export`")
+    if metadata.get("contract_version") != contract.CONTRACT_VERSION:
+        raise BadInputError(f"{graph} follows contract v{metadata.get('contract_version')}, this segdeploy speaks v{contract.CONTRACT_VERSION}; re-export it")
+    try:
+        mask_output = MaskOutput(metadata.get("mask_output", ""))
+    except ValueError:
+        raise BadInputError(f"{graph} has an unknown mask_output {metadata.get('mask_output')!r}") from None
+    precision = metadata.get("precision", "fp32")
+    if precision not in contract.TOLERANCES:
+        raise BadInputError(f"{graph} has precision {precision!r}, which has no tolerance in this segdeploy")
+    return mask_output, metadata.get("postprocess") == "1", precision
+
+
+def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: contract.Tolerance) -> CaseResult:
+    """Compare reference and candidate on one case, plus batched-vs-alone on the candidate when ragged."""
+    expected = reference.infer(case.feeds)
+    got = candidate.infer(case.feeds)
+    result = CaseResult(
+        name=case.spec.name,
+        prompts=case.spec.prompts,
+        points=case.num_points,
+        orig_size=case.spec.orig_size,
+        mask_input=case.spec.mask_input,
+        outputs=compare_outputs(expected, got, tolerance),
+    )
+    if case.is_ragged:
+        name = "low_res_masks"
+        alone = np.concatenate([candidate.infer(single_prompt(case, b))[name] for b in range(case.spec.prompts)])
+        metrics = compare_output(name, alone, got[name], tolerance)
+        metrics.name = "ragged batch vs each prompt alone (low_res_masks)"
+        result.ragged = metrics
+    return result
+
+
+def verify_graph(options: VerifyOptions, progress: Progress | None = None, candidate: Runner | None = None) -> VerifyReport:
+    """Verify an exported graph (or ``candidate``, a runner of it on another backend) against eager."""
+    from segdeploy.runners.ort_runner import OrtRunner
+    from segdeploy.runners.torch_runner import TorchRunner
+
+    started = time.perf_counter()
+    tick = progress or (lambda *_: None)
+    if options.cases is not None and options.cases < 1:
+        raise BadInputError("--cases must be at least 1")
+    model = load_graph(options.onnx)
+    metadata = read_metadata(model)
+    mask_output, postprocess, precision = graph_settings(metadata, options.onnx)
+    tolerance = contract.TOLERANCES[precision]
+    decoder, weights = resolve_weights(metadata, options.checkpoint, options.onnx)
+    seed = options.seed if options.seed is not None else secrets.randbits(31)
+
+    reference = TorchRunner(decoder, mask_output, postprocess)
+    output_names = [s.name for s in contract.output_specs(mask_output, postprocess)]
+    if candidate is None:
+        candidate = OrtRunner(options.onnx, contract.input_specs(postprocess), output_names, threads=options.threads)
+    report = VerifyReport(
+        graph=str(options.onnx),
+        reference=reference.name,
+        candidate=candidate.name,
+        precision=precision,
+        weights=weights.description,
+        seed=seed,
+        tolerance=asdict(tolerance),
+        contract_problems=contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), mask_output, postprocess),
+    )
+    del model
+    cases = draw_cases(np.random.default_rng(seed), options.cases, postprocess)
+    with reference, candidate:
+        for index, case in enumerate(cases):
+            tick(index, len(cases), case.spec.name)
+            report.cases.append(check_case(reference, candidate, case, tolerance))
+    tick(len(cases), len(cases), "done")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def render_report(report: VerifyReport) -> str:
+    """The terminal table of a verify report."""
+    lines = [
+        f"verify {report.graph}: {report.candidate} vs {report.reference} ({report.precision}), {report.weights}, case draw seed {report.seed}",
+    ]
+    lines += [f"  CONTRACT: {problem}" for problem in report.contract_problems]
+    header = f"{'case':34} {'B':>3} {'N':>3} {'size':>10} {'output':16} {'max abs':>9} {'mean abs':>9} {'rel':>9} {'IoU worst':>9} {'IoU mean':>9}  ok"
+    lines += [header, "-" * len(header)]
+    for case in report.cases:
+        rows = case.outputs + ([case.ragged] if case.ragged else [])
+        for i, o in enumerate(rows):
+            label = case.name if i == 0 else ""
+            b, n, size = (str(case.prompts), str(case.points), f"{case.orig_size[0]}x{case.orig_size[1]}") if i == 0 else ("", "", "")
+            name = "ragged vs alone" if o is case.ragged else o.name
+            iou_w = f"{o.mask_iou_worst:.5f}" if o.mask_iou_worst is not None else "-"
+            iou_m = f"{o.mask_iou_mean:.5f}" if o.mask_iou_mean is not None else "-"
+            ok = "ok" if o.passed else f"FAIL: {o.failure}"
+            lines.append(f"{label[:34]:34} {b:>3} {n:>3} {size:>10} {name:16} {o.max_abs:9.2e} {o.mean_abs:9.2e} {o.rel:9.2e} {iou_w:>9} {iou_m:>9}  {ok}")
+    verdict = "PASS" if report.passed else "FAIL"
+    failed = sum(not c.passed for c in report.cases)
+    lines.append(f"{verdict}: {len(report.cases) - failed}/{len(report.cases)} cases within tolerance in {report.seconds:.1f}s")
+    return "\n".join(lines)

@@ -107,20 +107,22 @@ def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[Tens
 class Tolerance:
     """What verify accepts, per precision, against the fp32 eager model.
 
-    A logit output passes when its max abs error <= ``logit_abs`` or, for large logits, when
-    max abs error / max |reference| <= ``logit_rel``. Binarised masks (logit > 0) must reach the
-    worst and mean IoU given; IoU predictions must be within ``iou_pred_abs``.
+    ``low_res_masks`` pass when their max abs error <= ``logit_abs``. The full-size ``masks`` also
+    pass when max abs error / max |reference| <= ``resized_logit_rel``: backends compute the bilinear
+    source coordinates of the crop-and-resize slightly differently, which moves steep logits by about
+    1e-3. Binarised masks (logit > 0) must reach the worst and mean IoU given; IoU predictions must
+    be within ``iou_pred_abs``.
     """
 
     logit_abs: float
-    logit_rel: float
+    resized_logit_rel: float
     iou_pred_abs: float
     mask_iou_worst: float
     mask_iou_mean: float
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(logit_abs=1e-3, logit_rel=1e-4, iou_pred_abs=1e-4, mask_iou_worst=0.99, mask_iou_mean=0.999),
+    "fp32": Tolerance(logit_abs=1e-3, resized_logit_rel=1e-4, iou_pred_abs=1e-4, mask_iou_worst=0.99, mask_iou_mean=0.999),
 }
 
 # Names of graph metadata keys (ONNX metadata_props).

@@ -76,8 +76,9 @@ def test_checkpoint_graph_needs_the_same_checkpoint(tmp_path):
     from segdeploy.export import ExportOptions, export_onnx
     from segdeploy.weights import load_decoder
 
-    state = load_decoder(seed=3)[0].state_dict()
-    good, other = tmp_path / "good.pth", tmp_path / "other.pth"
+    # the official layout: image_encoder.* beside the decoder keys (tiny stand-ins for the encoder)
+    state = {"image_encoder.pos_embed": torch.zeros(1, 4, 4, 8), **load_decoder(seed=3)[0].state_dict()}
+    good, other = tmp_path / "sam_vit_b_01ec64.pth", tmp_path / "other.pth"
     torch.save(state, good)
     state["mask_decoder.iou_token.weight"] = state["mask_decoder.iou_token.weight"] + 1
     torch.save(state, other)

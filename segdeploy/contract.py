@@ -129,5 +129,5 @@ TOLERANCES: dict[str, Tolerance] = {
 META_PREFIX = "segdeploy."
 META_KEYS = (
     "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
-    "opset", "mask_output", "postprocess", "precision",
+    "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target",
 )

@@ -14,7 +14,9 @@ from pathlib import Path
 from segdeploy import __version__, contract
 from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
+from segdeploy.forms import DEFAULT_FORMS, AttentionForm, GraphForm, Precision, Target, UpscaleForm
 from segdeploy.graph_io import set_metadata, write_atomically
+from segdeploy.graph_passes import optimize_graph
 from segdeploy.weights import WeightsInfo
 
 # The newest opset the TorchScript exporter in our supported torch versions writes.
@@ -33,10 +35,20 @@ class ExportOptions:
     mask_output: MaskOutput = MaskOutput.MULTI
     postprocess: bool = True
     out: Path | None = None
+    target: Target = Target.ONNXRUNTIME
+    attention: AttentionForm | None = None  # None: the target's default
+    upscale: UpscaleForm | None = None  # None: the target's default
+    precision: Precision = Precision.FP32
+
+    @property
+    def form(self) -> GraphForm:
+        attention, upscale = DEFAULT_FORMS[self.target]
+        return GraphForm(self.attention or attention, self.upscale or upscale, self.precision)
 
     def default_path(self) -> Path:
         post = "" if self.postprocess else "_nopost"
-        return DEFAULT_EXPORT_DIR / f"{self.variant}_{self.mask_output.value}{post}_opset{self.opset}.onnx"
+        precision = "" if self.precision is Precision.FP32 else f"_{self.precision.value}"
+        return DEFAULT_EXPORT_DIR / f"{self.variant}_{self.mask_output.value}{post}{precision}_{self.target.value}_opset{self.opset}.onnx"
 
 
 @dataclass
@@ -76,7 +88,10 @@ def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, st
         "opset": str(options.opset),
         "mask_output": options.mask_output.value,
         "postprocess": "1" if options.postprocess else "0",
-        "precision": "fp32",
+        "precision": options.form.precision.value,
+        "attention": options.form.attention.value,
+        "upscale": options.form.upscale.value,
+        "target": options.target.value,
     }
 
 
@@ -154,9 +169,11 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     started = time.perf_counter()
     say("loading weights")
     decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
-    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess).eval()
+    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess, options.form).eval()
     say("tracing to ONNX")
     model = trace_to_onnx(graph_module, options)
+    say("optimizing the graph")
+    model = optimize_graph(model)
     metadata = graph_metadata(weights, options)
     set_metadata(model, metadata)
     say("checking the graph")

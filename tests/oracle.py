@@ -68,11 +68,8 @@ def official_onnx_model(state_dict: dict[str, torch.Tensor], return_single_mask:
     _modeling()
     from segment_anything.utils.onnx import SamOnnxModel
 
-    holder = official_decoder(state_dict)
-    sam = types.SimpleNamespace(
-        prompt_encoder=holder.prompt_encoder,
-        mask_decoder=holder.mask_decoder,
-        image_encoder=types.SimpleNamespace(img_size=1024),
-        mask_threshold=0.0,
-    )
-    return SamOnnxModel(sam, return_single_mask=return_single_mask)
+    sam = official_decoder(state_dict).requires_grad_(False)
+    sam.image_encoder = torch.nn.Module()
+    sam.image_encoder.img_size = 1024
+    sam.mask_threshold = 0.0
+    return SamOnnxModel(sam, return_single_mask=return_single_mask).eval()

@@ -7,6 +7,15 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm computed in fp32 whatever the input type (precision policy), cast back after."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        return super().forward(x.float()).to(x.dtype)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor.
 
@@ -22,9 +31,13 @@ class LayerNorm2d(nn.Module):
         self.normalized_shape = (num_channels,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return self.channels_last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation on a channels-last tensor [..., C], computed in fp32."""
+        dtype = x.dtype
+        y = F.layer_norm(x.float() if dtype != torch.float32 else x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return y if dtype == torch.float32 else y.to(dtype)
 
 
 class MLP(nn.Module):

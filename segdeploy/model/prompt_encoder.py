@@ -94,3 +94,17 @@ class PromptEncoder(nn.Module):
         weight = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return weight * self.mask_downscaling(mask_input) + (1.0 - weight) * no_mask
+
+    def embed_masks_channels_last(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        """``embed_masks`` as [B, h*w, C] tokens, computed without a full-size transpose or blend:
+        the last (1x1) conv meets [has * features, has, 1 - has] in one GEMM whose weight is
+        [W; bias; no_mask], so the blend costs 18 input channels instead of three C-wide passes."""
+        *convs, last = self.mask_downscaling
+        features = nn.Sequential(*convs)(mask_input)  # [B, c, h, w]
+        batch, channels = features.shape[:2]
+        features = features.flatten(2).transpose(1, 2)  # [B, h*w, c]
+        weight = has_mask_input.reshape(-1, 1, 1)
+        ones = torch.ones_like(features[..., :1])
+        stacked = torch.cat([features * weight, ones * weight, ones * (1.0 - weight)], dim=-1)
+        matrix = torch.cat([last.weight.reshape(last.out_channels, channels).t(), last.bias[None], self.no_mask_embed.weight])
+        return stacked @ matrix

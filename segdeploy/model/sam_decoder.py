@@ -3,6 +3,7 @@ traces (prompt labels to tokens, ignored-slot masking, in-graph postprocessing).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,8 @@ from torch.nn import functional as F
 
 from segdeploy import contract
 from segdeploy.contract import MaskOutput
+from segdeploy.forms import AttentionForm, GraphForm, Precision, UpscaleForm
+from segdeploy.model.common import LayerNorm, LayerNorm2d
 from segdeploy.model.mask_decoder import MaskDecoder
 from segdeploy.model.prompt_encoder import IGNORED_SLOT_LOGIT, PromptEncoder
 from segdeploy.model.transformer import TwoWayTransformer
@@ -68,18 +71,39 @@ def prepadded_size(orig_im_size: torch.Tensor, longest_side: int) -> tuple[torch
     return new_height, new_width
 
 
+TORCH_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
+
+
+def cast_decoder(decoder: SamDecoder, dtype: torch.dtype) -> SamDecoder:
+    """A copy whose mask decoder computes in ``dtype``, by the precision policy: matrix work and
+    element-wise ops in the low type; LayerNorms (and softmax, see attention) in fp32; the prompt
+    encoder (positional encoding of coordinates, a small share of the work) in fp32."""
+    low = copy.deepcopy(decoder)
+    low.mask_decoder.to(dtype)
+    for module in low.mask_decoder.modules():
+        if isinstance(module, (LayerNorm, LayerNorm2d)):
+            module.float()
+    return low
+
+
 class DecoderGraph(nn.Module):
     """What ``segdeploy export`` traces and the eager reference runs: the contract's inputs in,
-    its outputs out. Build it after the weights are loaded (it caches the dense positional encoding).
-    """
+    its outputs out, in the graph form asked for. Build it after the weights are loaded (it caches
+    the dense positional encoding)."""
 
-    def __init__(self, decoder: SamDecoder, mask_output: MaskOutput, postprocess: bool) -> None:
+    def __init__(
+        self, decoder: SamDecoder, mask_output: MaskOutput, postprocess: bool, form: GraphForm = GraphForm()
+    ) -> None:
         super().__init__()
-        self.decoder = decoder
+        self.form = form
+        self.dtype = TORCH_DTYPES[form.precision]
+        self.decoder = decoder if self.dtype == torch.float32 else cast_decoder(decoder, self.dtype)
         self.mask_output = mask_output
         self.postprocess = postprocess
+        if form.upscale == UpscaleForm.MATMUL:  # before any trace, so they are plain constants
+            self.decoder.mask_decoder.channels_last_upscaling_weights()
         with torch.no_grad():
-            self.register_buffer("image_pe", decoder.prompt_encoder.dense_pe(), persistent=False)
+            self.register_buffer("image_pe", decoder.prompt_encoder.dense_pe().to(self.dtype), persistent=False)
 
     def forward(
         self,
@@ -92,16 +116,29 @@ class DecoderGraph(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         prompt_encoder = self.decoder.prompt_encoder
         sparse = prompt_encoder.embed_points(point_coords, point_labels)
-        dense = prompt_encoder.embed_masks(mask_input, has_mask_input)
+        channels_last = self.form.upscale == UpscaleForm.MATMUL
+        height, width = image_embeddings.shape[-2:]
+        if channels_last:  # the image is transposed once, not once per prompt
+            image_tokens = image_embeddings.flatten(2).transpose(1, 2)
+            src = image_tokens + prompt_encoder.embed_masks_channels_last(mask_input, has_mask_input)
+        else:
+            src = (image_embeddings + prompt_encoder.embed_masks(mask_input, has_mask_input)).flatten(2).transpose(1, 2)
+        pos_tokens = self.image_pe.flatten(2).transpose(1, 2)
 
         num_output_tokens = 1 + self.decoder.mask_decoder.num_mask_tokens
         ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
         ignored = F.pad(ignored, (num_output_tokens, 0))
         token_mask = (ignored * IGNORED_SLOT_LOGIT)[:, None, None, :]
 
+        if self.dtype != torch.float32:
+            src, sparse = src.to(self.dtype), sparse.to(self.dtype)
         low_res_masks, iou_predictions = self.decoder.mask_decoder(
-            image_embeddings, self.image_pe, sparse, dense, token_mask, self.mask_output.tokens
+            src, pos_tokens, (height, width), sparse, token_mask, self.mask_output.tokens,
+            few_token=self.form.attention == AttentionForm.FEWTOKEN,
+            upscale_matmul=channels_last,
         )
+        if self.dtype != torch.float32:
+            low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
         if not self.postprocess:
             return iou_predictions, low_res_masks
         if orig_im_size is None:
@@ -111,9 +148,18 @@ class DecoderGraph(nn.Module):
 
 
 def upscale_masks(low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-    """SAM's postprocessing: bilinear to the model-input frame, crop the padding, bilinear to (H, W)."""
+    """SAM's postprocessing: bilinear to the model-input frame, crop the padding, bilinear to (H, W).
+
+    The padding is mostly cropped before the first upsampling: only low-res rows (columns) up to
+    ceil(h'/4) + 1 reach the kept part of the x4 upsample, and with the scale still exactly 4 the
+    kept pixels are the same; the second crop then trims a few rows and columns.
+    """
     side = contract.MODEL_INPUT_SIZE
-    masks = F.interpolate(low_res_masks, size=(side, side), mode="bilinear", align_corners=False)
+    factor = side // low_res_masks.shape[-1]
     new_height, new_width = prepadded_size(orig_im_size, side)
+    rows = torch.clamp(new_height // factor + 2, max=low_res_masks.shape[-2])
+    cols = torch.clamp(new_width // factor + 2, max=low_res_masks.shape[-1])
+    masks = low_res_masks[..., :rows, :cols]
+    masks = F.interpolate(masks, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
     masks = masks[..., :new_height, :new_width]
     return F.interpolate(masks, size=(orig_im_size[0], orig_im_size[1]), mode="bilinear", align_corners=False)

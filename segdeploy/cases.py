@@ -42,7 +42,7 @@ MATRIX: tuple[CaseSpec, ...] = (
     CaseSpec("16 points", 2, ("max-clicks", "clicks"), (1024, 768), max_clicks=15),
     CaseSpec("tiny image", 2, ("box+clicks",), (17, 23)),
     CaseSpec("large image", 1, ("box+clicks",), (3000, 4000), "on"),
-    CaseSpec("32 prompts ragged", 32, ("click", "clicks", "box", "box+clicks"), (64, 48), "mixed"),
+    CaseSpec("32 prompts ragged", 32, ("click", "clicks", "box", "box+clicks"), (256, 192), "mixed"),
 )
 
 

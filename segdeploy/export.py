@@ -63,6 +63,7 @@ class ExportReport:
     size_bytes: int
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
+    form: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -195,4 +196,5 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
         size_bytes=len(data),
         seconds=time.perf_counter() - started,
         metadata=metadata,
+        form=options.form.describe(),
     )

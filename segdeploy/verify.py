@@ -17,6 +17,7 @@ from segdeploy.compare import OutputMetrics, compare_output, compare_outputs, co
 from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
+from segdeploy.provenance import graph_settings, resolve_weights
 from segdeploy.runners.base import Runner
 
 Progress = Callable[[int, int, str], None]
@@ -75,42 +76,6 @@ class VerifyOptions:
     cases: int | None = None
     seed: int | None = None
     threads: int | None = None
-
-
-def resolve_weights(metadata: dict[str, str], checkpoint: Path | None, graph: Path):
-    """Rebuild the eager decoder from the weights the graph was exported from, or refuse."""
-    from segdeploy.weights import file_sha256, load_decoder
-
-    variant = metadata.get("variant", "")
-    if metadata.get("weights") == "random":
-        if checkpoint is not None:
-            raise BadInputError(f"{graph} was exported from random weights (seed {metadata.get('random_seed')}); drop --checkpoint")
-        return load_decoder(variant, None, int(metadata.get("random_seed", "0")))
-    expected = metadata.get("weights_sha256", "")
-    if checkpoint is None:
-        raise BadInputError(f"{graph} was exported from a checkpoint (sha256 {expected[:12]}…); pass it with --checkpoint")
-    if not Path(checkpoint).is_file():
-        raise BadInputError(f"checkpoint not found: {checkpoint}")
-    actual = file_sha256(Path(checkpoint))
-    if actual != expected:
-        raise BadInputError(f"{checkpoint} (sha256 {actual[:12]}…) is not the checkpoint {graph} was exported from (sha256 {expected[:12]}…)")
-    return load_decoder(variant, Path(checkpoint))
-
-
-def graph_settings(metadata: dict[str, str], graph: Path) -> tuple[MaskOutput, bool, str]:
-    """Mask output, postprocess flag and precision recorded at export."""
-    if not metadata:
-        raise BadInputError(f"{graph} carries no segdeploy metadata; verify needs a graph made by `segdeploy export`")
-    if metadata.get("contract_version") != contract.CONTRACT_VERSION:
-        raise BadInputError(f"{graph} follows contract v{metadata.get('contract_version')}, this segdeploy speaks v{contract.CONTRACT_VERSION}; re-export it")
-    try:
-        mask_output = MaskOutput(metadata.get("mask_output", ""))
-    except ValueError:
-        raise BadInputError(f"{graph} has an unknown mask_output {metadata.get('mask_output')!r}") from None
-    precision = metadata.get("precision", "fp32")
-    if precision not in contract.TOLERANCES:
-        raise BadInputError(f"{graph} has precision {precision!r}, which has no tolerance in this segdeploy")
-    return mask_output, metadata.get("postprocess") == "1", precision
 
 
 def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: contract.Tolerance) -> CaseResult:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.contract import TensorSpec
+from segdeploy.errors import MissingDependencyError
 from segdeploy.runners.base import Runner
 
 
@@ -38,7 +39,15 @@ class OrtRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types per status
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "NOT_IMPLEMENTED" in message:
+                raise MissingDependencyError(
+                    f"onnxruntime ({', '.join(self.providers)}) cannot run {self.path.name}: {message.split(':', 2)[-1].strip()}"
+                ) from None
+            raise
 
     def _deactivate(self) -> None:
         self.session = None

@@ -1,0 +1,101 @@
+"""The official `segment-anything` ONNX export (SamOnnxModel), rebuilt from the same weights, as the
+baseline `segdeploy bench --baseline official` measures beside ours. Needs the `official` extra."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.errors import MissingDependencyError
+from segdeploy.graph_io import write_atomically
+from segdeploy.runners.base import Runner
+
+
+def _official_modules():
+    try:
+        from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+        from segment_anything.utils.onnx import SamOnnxModel
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the official baseline needs the segment-anything package and what it imports ({exc}); "
+            "pip install 'segdeploy[official]'"
+        ) from None
+    return MaskDecoder, PromptEncoder, TwoWayTransformer, SamOnnxModel
+
+
+def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
+    """Export SamOnnxModel (multimask, as its script's default) holding ``state_dict``'s decoder weights,
+    with the official script's settings: only num_points dynamic, float orig_im_size."""
+    import torch
+
+    MaskDecoder, PromptEncoder, TwoWayTransformer, SamOnnxModel = _official_modules()
+    sam = torch.nn.Module()
+    sam.prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16)
+    sam.mask_decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+    )
+    sam.load_state_dict(dict(state_dict), strict=True)
+    sam.requires_grad_(False)
+    sam.image_encoder = torch.nn.Module()
+    sam.image_encoder.img_size = 1024
+    sam.mask_threshold = 0.0
+    model = SamOnnxModel(sam, return_single_mask=False).eval()
+    dummy = {
+        "image_embeddings": torch.randn(1, 256, 64, 64),
+        "point_coords": torch.randint(0, 1024, (1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(0, 4, (1, 5), dtype=torch.float),
+        "mask_input": torch.randn(1, 1, 256, 256),
+        "has_mask_input": torch.tensor([1], dtype=torch.float),
+        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
+    }
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, tuple(dummy.values()), buffer, dynamo=False, export_params=True, opset_version=opset,
+            do_constant_folding=True, input_names=list(dummy), output_names=["masks", "iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+        )
+    write_atomically(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+class OfficialOrtRunner(Runner):
+    """Runs the official export under our contract's feeds: one prompt per call, as it must."""
+
+    name = "official-onnx"
+
+    def __init__(self, path: Path, input_specs: Sequence, threads: int | None = None) -> None:
+        super().__init__(input_specs, ["masks", "iou_predictions", "low_res_masks"])
+        from segdeploy.runners.ort_runner import OrtRunner
+
+        self.inner = OrtRunner(path, [], self.output_names, threads=threads)
+
+    def _activate(self) -> None:
+        self.inner._activate()
+
+    def _deactivate(self) -> None:
+        self.inner._deactivate()
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.inner.session
+        size = feeds["orig_im_size"].astype(np.float32)
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for b in range(feeds["point_coords"].shape[0]):
+            one = {
+                "image_embeddings": feeds["image_embeddings"],
+                "point_coords": feeds["point_coords"][b : b + 1],
+                "point_labels": feeds["point_labels"][b : b + 1],
+                "mask_input": feeds["mask_input"][b : b + 1],
+                "has_mask_input": feeds["has_mask_input"][b : b + 1],
+                "orig_im_size": size,
+            }
+            for name, value in zip(self.output_names, session.run(self.output_names, one)):
+                results[name].append(value)
+        return {name: np.concatenate(values) for name, values in results.items()}

@@ -1,0 +1,259 @@
+"""``segdeploy bench``: latency of the decoder graph per backend over prompts per call and points
+per prompt, with the official export measured beside it in the same process and thread settings.
+
+Backends are measured in interleaved rounds (one call of each per round), so slow drifts of a shared
+machine hit every backend alike. Reports p50/p90/p99 per call, per-prompt time and prompts/s, and
+writes JSON, CSV and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy import __version__, contract
+from segdeploy.errors import BadInputError
+from segdeploy.graph_io import load_graph, read_metadata, write_atomically
+from segdeploy.provenance import graph_settings, resolve_weights
+from segdeploy.runners.base import Runner
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEFAULT_PROMPTS = (1, 4, 16, 64)
+DEFAULT_POINTS = (2, 6)
+DEFAULT_RESULTS = Path("benchmarks/results")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    onnx: Path
+    backends: tuple[str, ...] = ("onnxruntime",)
+    prompts: tuple[int, ...] = DEFAULT_PROMPTS
+    points: tuple[int, ...] = DEFAULT_POINTS
+    orig_size: tuple[int, int] = (1024, 1024)
+    threads: int = 2
+    runs: int = 10
+    warmup: int = 2
+    baseline: str | None = None  # None, "official", or a path to an official-format ONNX file
+    checkpoint: Path | None = None
+    engine: Path | None = None
+    out_dir: Path = DEFAULT_RESULTS
+    name: str = "bench"
+    seed: int = 0
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    prompts: int
+    points: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    per_prompt_ms: float
+    prompts_per_s: float
+    ratio_to_baseline: float | None = None  # per-prompt time / the baseline's, same prompts and points
+
+
+@dataclass
+class BenchReport:
+    graph: str
+    form: str
+    machine: dict
+    options: dict
+    rows: list[BenchRow] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info(threads: int) -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__, "segdeploy": __version__,
+    }
+
+
+def bench_feeds(prompts: int, points: int, orig_size: tuple[int, int], rng: np.random.Generator, postprocess: bool) -> dict[str, np.ndarray]:
+    """B prompts of N point slots: N-1 clicks and SAM's padding point; no mask input."""
+    if points < 1 or prompts < 1:
+        raise BadInputError("prompts and points must be at least 1")
+    coords = (rng.random((prompts, points, 2)) * contract.MODEL_INPUT_SIZE).astype(np.float32)
+    labels = np.ones((prompts, points), np.float32)
+    coords[:, -1] = 0.0
+    labels[:, -1] = float(contract.Label.PADDING) if points > 1 else 1.0
+    feeds = {
+        "image_embeddings": (0.5 * rng.standard_normal(contract.IMAGE_EMBEDDINGS.dims)).astype(np.float32),
+        "point_coords": coords,
+        "point_labels": labels,
+        "mask_input": np.zeros((prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE), np.float32),
+        "has_mask_input": np.zeros(prompts, np.float32),
+    }
+    if postprocess:
+        feeds["orig_im_size"] = np.array(orig_size, np.int64)
+    return feeds
+
+
+def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata: dict) -> dict[str, Runner]:
+    """Runners by label: each requested backend, then the baseline."""
+    from segdeploy.runners.factory import make_runner
+
+    runners: dict[str, Runner] = {}
+    for backend in options.backends:
+        runners[backend] = make_runner(
+            backend, options.onnx, metadata, postprocess, mask_output,
+            threads=options.threads, checkpoint=options.checkpoint, engine=options.engine,
+        )
+    if options.baseline:
+        from segdeploy.baseline import OfficialOrtRunner, export_official
+
+        if not postprocess:
+            raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
+        path = Path(options.baseline)
+        if options.baseline == "official":
+            decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
+            path = options.out_dir / f"{options.name}_official.onnx"
+            export_official(decoder.state_dict(), path)
+        elif not path.is_file():
+            raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")
+        runners["official"] = OfficialOrtRunner(path, contract.input_specs(True), threads=options.threads)
+    return runners
+
+
+def _row(label: str, prompts: int, points: int, times: list[float]) -> BenchRow:
+    ms = np.array(times) * 1000.0
+    p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
+    return BenchRow(label, prompts, points, len(ms), p50, p90, p99, p50 / prompts, 1000.0 * prompts / p50)
+
+
+def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchReport:
+    """Measure every (prompts, points) cell on every runner; write the result files."""
+    tick = progress or (lambda *_: None)
+    if options.runs < 1 or options.warmup < 0 or options.threads < 1:
+        raise BadInputError("--runs and --threads must be at least 1, --warmup at least 0")
+    unknown = set(options.backends) - set(BACKENDS)
+    if unknown:
+        raise BadInputError(f"unknown backend {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    metadata = read_metadata(load_graph(options.onnx))
+    mask_output, postprocess, precision = graph_settings(metadata, options.onnx)
+    form = f"attention={metadata.get('attention', 'plain')}, upscale={metadata.get('upscale', 'convtranspose')}, precision={precision}"
+    report = BenchReport(
+        graph=str(options.onnx), form=form, machine=machine_info(options.threads),
+        options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+    )
+    _limit_torch_threads(options.threads)
+    runners = open_runners(options, postprocess, mask_output, metadata)
+    rng = np.random.default_rng(options.seed)
+    cells = [(b, n) for n in options.points for b in options.prompts]
+    for runner in runners.values():
+        runner.activate()
+    try:
+        for index, (prompts, points) in enumerate(cells):
+            tick(index, len(cells), f"B={prompts} N={points}")
+            feeds = bench_feeds(prompts, points, options.orig_size, rng, postprocess)
+            times: dict[str, list[float]] = {label: [] for label in runners}
+            for round_index in range(options.warmup + options.runs):
+                for label, runner in runners.items():
+                    started = time.perf_counter()
+                    runner.infer(feeds)
+                    if round_index >= options.warmup:
+                        times[label].append(time.perf_counter() - started)
+            rows = {label: _row(label, prompts, points, t) for label, t in times.items()}
+            if "official" in rows:
+                for label, row in rows.items():
+                    row.ratio_to_baseline = row.per_prompt_ms / rows["official"].per_prompt_ms
+            report.rows.extend(rows.values())
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+    tick(len(cells), len(cells), "writing results")
+    write_results(report, options.out_dir, options.name)
+    return report
+
+
+def _limit_torch_threads(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def write_results(report: BenchReport, out_dir: Path, name: str) -> None:
+    """JSON, CSV and (with matplotlib) a PNG of per-prompt latency against prompts per call."""
+    json_path, csv_path, png_path = (out_dir / f"{name}.{ext}" for ext in ("json", "csv", "png"))
+    report.files = [str(json_path), str(csv_path)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(report.rows[0]).keys()) if report.rows else ["backend"])
+    writer.writeheader()
+    for row in report.rows:
+        writer.writerow(asdict(row))
+    write_atomically(csv_path, buffer.getvalue().encode())
+    try:
+        write_atomically(png_path, plot_png(report))
+        report.files.append(str(png_path))
+    except ImportError:
+        report.notes.append("plot skipped: matplotlib is not installed (pip install 'segdeploy[bench]')")
+    write_atomically(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+
+
+def plot_png(report: BenchReport) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+    series: dict[tuple[str, int], list[BenchRow]] = {}
+    for row in report.rows:
+        series.setdefault((row.backend, row.points), []).append(row)
+    for (backend, points), rows in sorted(series.items()):
+        rows.sort(key=lambda r: r.prompts)
+        axis.plot([r.prompts for r in rows], [r.per_prompt_ms for r in rows], marker="o", label=f"{backend}, N={points}")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("prompts per call (B)")
+    axis.set_ylabel("ms per prompt (p50)")
+    machine = report.machine
+    axis.set_title(f"{report.form}\n{machine['cpu']}, {machine['threads']} threads", fontsize=8)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def render_bench(report: BenchReport) -> str:
+    lines = [f"bench {report.graph} ({report.form}) on {report.machine['cpu']}, {report.machine['threads']} threads"]
+    header = f"{'backend':14} {'B':>4} {'N':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'ms/prompt':>10} {'prompts/s':>10} {'vs official':>11}"
+    lines += [header, "-" * len(header)]
+    for r in report.rows:
+        ratio = f"{r.ratio_to_baseline:.2f}x" if r.ratio_to_baseline is not None else "-"
+        lines.append(f"{r.backend:14} {r.prompts:4d} {r.points:3d} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} {r.per_prompt_ms:10.2f} {r.prompts_per_s:10.1f} {ratio:>11}")
+    lines += [f"note: {note}" for note in report.notes]
+    lines.append("wrote " + ", ".join(report.files))
+    return "\n".join(lines)

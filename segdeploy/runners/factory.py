@@ -1,0 +1,43 @@
+"""Building a runner for a backend name, the one place verify and bench choose backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segdeploy import contract
+from segdeploy.contract import MaskOutput
+from segdeploy.errors import BadInputError
+from segdeploy.runners.base import Runner
+
+
+def make_runner(
+    backend: str,
+    onnx: Path,
+    metadata: dict[str, str],
+    postprocess: bool,
+    mask_output: MaskOutput,
+    *,
+    threads: int | None = None,
+    checkpoint: Path | None = None,
+    engine: Path | None = None,
+) -> Runner:
+    """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``."""
+    inputs = contract.input_specs(postprocess)
+    outputs = [s.name for s in contract.output_specs(mask_output, postprocess)]
+    if backend == "onnxruntime":
+        from segdeploy.runners.ort_runner import OrtRunner
+
+        return OrtRunner(onnx, inputs, outputs, threads=threads)
+    if backend == "torch":
+        from segdeploy.provenance import resolve_weights
+        from segdeploy.runners.torch_runner import TorchRunner
+
+        decoder, _ = resolve_weights(metadata, checkpoint, onnx)
+        return TorchRunner(decoder, mask_output, postprocess)
+    if backend == "tensorrt":
+        if engine is None:
+            raise BadInputError("the tensorrt backend needs --engine PLAN (build one with `segdeploy build-engine`)")
+        from segdeploy.runners.trt_runner import TrtRunner
+
+        return TrtRunner(engine, inputs, outputs)
+    raise BadInputError(f"unknown backend {backend!r}")

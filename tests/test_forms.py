@@ -1,0 +1,73 @@
+"""Graph forms and precisions: each verifies against eager; FLOPs and typing are as stated."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from segdeploy.bench import bench_feeds
+from segdeploy.errors import MissingDependencyError
+from segdeploy.export import ExportOptions, export_onnx
+from segdeploy.flops import count_flops
+from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
+from segdeploy.verify import VerifyOptions, render_report, verify_graph
+
+FORMS = [(a, u) for a in AttentionForm for u in UpscaleForm]
+
+
+@pytest.mark.parametrize("attention,upscale", FORMS, ids=[f"{a.value}-{u.value}" for a, u in FORMS])
+def test_every_form_verifies(attention, upscale, tmp_path, fresh_seed):
+    report = export_onnx(ExportOptions(attention=attention, upscale=upscale, out=tmp_path / "g.onnx"))
+    result = verify_graph(VerifyOptions(onnx=report.path, cases=4, seed=fresh_seed))
+    assert result.passed, render_report(result)
+
+
+def test_targets_pick_their_forms(tmp_path):
+    assert ExportOptions(target=Target.ONNXRUNTIME).form.attention is AttentionForm.FEWTOKEN
+    trt = ExportOptions(target=Target.TENSORRT).form
+    assert (trt.attention, trt.upscale) == (AttentionForm.PLAIN, UpscaleForm.CONVTRANSPOSE)
+    assert ExportOptions(target=Target.TENSORRT, attention=AttentionForm.FEWTOKEN).form.attention is AttentionForm.FEWTOKEN
+
+
+def flops_per_prompt(path, points: int) -> float:
+    feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), postprocess=True)
+    return count_flops(path, feeds).per_prompt
+
+
+def test_counted_flops(exported, tmp_path):
+    plain = export_onnx(ExportOptions(attention=AttentionForm.PLAIN, upscale=UpscaleForm.CONVTRANSPOSE, out=tmp_path / "p.onnx")).path
+    # the default onnxruntime form at SAM's usual 3 point slots (8 tokens): at most 2.2 GFLOP
+    assert flops_per_prompt(exported.path, 3) <= 2.2e9
+    # SAM's plain form counts what the official export does, about 3.7 GFLOP
+    assert 3.6e9 <= flops_per_prompt(plain, 3) <= 3.75e9
+    # the few-token form stays below the plain one up to 12 point slots (17 tokens)
+    assert flops_per_prompt(exported.path, 12) < flops_per_prompt(plain, 12)
+
+
+def test_fp16_graph_is_typed_and_verifies(tmp_path, fresh_seed):
+    report = export_onnx(ExportOptions(precision=Precision.FP16, out=tmp_path / "h.onnx"))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(report.path)))
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    fp16, fp32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and "/mask_decoder/" in n.name]
+    assert matmuls and sum(types.get(n.input[0]) == fp16 for n in matmuls) >= 0.9 * len(matmuls)
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types[node.input[0]] == fp32, node.name  # the stated policy: these stay fp32
+    assert {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]} <= {fp32, onnx.TensorProto.INT64}
+    result = verify_graph(VerifyOptions(onnx=report.path, cases=4, seed=fresh_seed))
+    assert result.precision == "fp16"
+    assert result.passed, render_report(result)
+
+
+def test_bf16_graph_is_refused_cleanly_where_the_cpu_cannot_run_it(tmp_path):
+    report = export_onnx(ExportOptions(precision=Precision.BF16, out=tmp_path / "b.onnx"))
+    onnx.checker.check_model(onnx.load(str(report.path)), full_check=True)
+    try:
+        result = verify_graph(VerifyOptions(onnx=report.path, cases=2))
+    except MissingDependencyError as error:
+        assert "cannot run" in str(error)
+    else:  # an onnxruntime with bf16 CPU kernels: then it must verify
+        assert result.passed, render_report(result)

@@ -133,8 +133,10 @@ def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
         path = Path(options.baseline)
         if options.baseline == "official":
+            import tempfile
+
             decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
-            path = options.out_dir / f"{options.name}_official.onnx"
+            path = Path(tempfile.mkdtemp(prefix="segdeploy-baseline-")) / "official.onnx"
             export_official(decoder.state_dict(), path)
         elif not path.is_file():
             raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")

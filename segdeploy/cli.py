@@ -139,13 +139,18 @@ def verify(
     cases: Annotated[Optional[int], typer.Option(help="Number of cases, cycling through the matrix (default: each row once).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
+    engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
 ) -> None:
-    """Compare the graph with the eager model on the case matrix; exit 1 on a mismatch."""
+    """Compare the graph (or its TensorRT engine) with the eager model on the case matrix; exit 1 on a mismatch."""
     from segdeploy.verify import VerifyOptions, render_report, verify_graph
 
+    if engine is not None and onnx is None:
+        from segdeploy.tensorrt.sidecar import read_sidecar
+
+        onnx = Path(call(read_sidecar, engine).onnx_path)
     path = onnx or call(newest_export)
-    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads)
+    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine)
     with spinner_progress("verify") as (_, count):
         result = verify_graph(options, count)
     typer.echo(render_report(result))
@@ -211,3 +216,101 @@ def bench(
     with spinner_progress("bench") as (_, count):
         result = run_bench(options, count)
     typer.echo(render_bench(result))
+
+
+@app.command("build-engine")
+def build_engine_command(
+    onnx: Annotated[Optional[Path], typer.Option(help="Graph from `segdeploy export` (default: the newest under export/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Plan path (default: engines/<graph>_<precision>.plan); the sidecar goes beside it as .json.")] = None,
+    prompts: Annotated[str, typer.Option(help="Prompts per call, MIN:OPT:MAX.")] = "1:16:64",
+    points: Annotated[str, typer.Option(help="Point slots per prompt, MIN:OPT:MAX.")] = "1:4:16",
+    orig_size: Annotated[str, typer.Option(help="orig_im_size values, MIN:OPT:MAX, each N or HxW.")] = "16:1024:4096",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Build at fp16.")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Build at bf16.")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Build at fp32 (default for fp32 graphs).")] = False,
+    tf32: Annotated[bool, typer.Option(help="Allow TF32 for fp32 matrix work.")] = True,
+    timing_cache: Annotated[Optional[Path], typer.Option(help="Timing cache to load and update (valid for one TensorRT version).")] = None,
+    opt_level: Annotated[int, typer.Option(min=0, max=5, help="Builder optimization level 0..5.")] = 3,
+    hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc.")] = "none",
+    version_compatible: Annotated[bool, typer.Option(help="Build a version-compatible engine (embeds a lean runtime; slower).")] = False,
+    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory pool limit in MiB.")] = None,
+    print_trtexec: Annotated[bool, typer.Option("--print-trtexec", help="Print the equivalent trtexec command and exit (needs no TensorRT).")] = False,
+    trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version --print-trtexec writes for (default: the installed one, else 10.14).")] = None,
+) -> None:
+    """Build a TensorRT engine with dynamic prompt and point counts, plus its JSON sidecar."""
+    from segdeploy.tensorrt.builder import build_engine, plan_options
+    from segdeploy.tensorrt.lint import DEFAULT_TRT_VERSION
+    from segdeploy.tensorrt.profiles import EngineProfile, parse_range, parse_size_range
+    from segdeploy.tensorrt.trtexec import HARDWARE_COMPAT, trtexec_command
+
+    if sum((fp16, bf16, fp32)) > 1:
+        raise fail(BadInputError("choose one of --fp16, --bf16, --fp32"))
+    if hardware_compat not in HARDWARE_COMPAT:
+        raise fail(BadInputError(f"--hardware-compat takes {', '.join(HARDWARE_COMPAT)}; got {hardware_compat!r}"))
+    if workspace is not None and workspace < 1:
+        raise fail(BadInputError("--workspace takes a positive number of MiB"))
+    profile = EngineProfile(
+        prompts=call(parse_range, prompts, "--prompts"),
+        points=call(parse_range, points, "--points"),
+        orig_size=call(parse_size_range, orig_size),
+    )
+    requested = Precision.FP16 if fp16 else Precision.BF16 if bf16 else Precision.FP32 if fp32 else None
+    graph = onnx or call(newest_export)
+    settings = dict(
+        profile=profile, tf32=tf32, timing_cache=timing_cache, opt_level=opt_level,
+        hardware_compat=hardware_compat, version_compatible=version_compatible, workspace_mib=workspace,
+    )
+    if print_trtexec:
+        version = trt_version or _installed_trt_version() or DEFAULT_TRT_VERSION
+        options = call(plan_options, graph, out, requested, int(version.split(".")[0]), **settings)
+        typer.echo(trtexec_command(options))
+        return
+    from segdeploy.tensorrt.environment import require_tensorrt
+
+    env = call(require_tensorrt)
+    options = call(plan_options, graph, out, requested, env.tensorrt_major, **settings)
+    with spinner_progress("build-engine") as (step, _):
+        result = build_engine(options, step)
+    typer.echo(f"built {result.plan} ({result.info.precision}, {result.info.typing}ly typed, TensorRT {result.info.tensorrt_version} on {result.info.gpu_name}) in {result.seconds:.0f}s")
+    typer.echo(f"sidecar {result.sidecar}")
+    typer.echo(f"trtexec equivalent: {result.trtexec}")
+
+
+def _installed_trt_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@app.command()
+def lint(
+    path: Annotated[Path, typer.Argument(help="An ONNX file.")],
+    target: Annotated[str, typer.Option(help="Runtime to lint for (tensorrt).")] = "tensorrt",
+    trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version to check operator support against (default 10.14).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Find what keeps a graph from building or fusing in TensorRT (runs without TensorRT); exit 1 on errors."""
+    from segdeploy.tensorrt.lint import DEFAULT_TRT_VERSION, lint_graph, render_lint
+
+    if target != "tensorrt":
+        raise fail(BadInputError(f"lint knows the tensorrt target only, got {target!r}"))
+    result = call(lint_graph, path, trt_version or DEFAULT_TRT_VERSION)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_lint(result))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    plan: Annotated[Path, typer.Argument(help="A TensorRT plan built by `segdeploy build-engine`.")],
+    onnx: Annotated[Optional[Path], typer.Option(help="The graph it was built from (default: the sidecar's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Layers, tactics and fusion verdicts (attention blocks, upscaling) of an engine."""
+    from segdeploy.tensorrt.inspect_engine import inspect_engine, render_inspect
+
+    result = call(inspect_engine, plan, onnx)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_inspect(result))

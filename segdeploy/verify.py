@@ -76,6 +76,27 @@ class VerifyOptions:
     cases: int | None = None
     seed: int | None = None
     threads: int | None = None
+    engine: Path | None = None  # a TensorRT plan built from ``onnx``: verified instead of onnxruntime
+
+
+def check_engine_source(engine: Path, onnx: Path) -> None:
+    """Refuse an engine whose sidecar names another ONNX file than the one verify reads."""
+    from segdeploy.tensorrt.sidecar import read_sidecar
+    from segdeploy.weights import file_sha256
+
+    sidecar = read_sidecar(engine)
+    if sidecar.onnx_sha256 != file_sha256(Path(onnx)):
+        raise BadInputError(f"{engine} was built from {sidecar.onnx_path} (sha256 {sidecar.onnx_sha256[:12]}…), not from {onnx}")
+
+
+def engine_precision(engine: Path) -> str:
+    """The tolerance class of an engine: its build precision, or tf32 for fp32 built with TF32 on."""
+    from segdeploy.tensorrt.sidecar import read_sidecar
+
+    sidecar = read_sidecar(engine)
+    if sidecar.precision == "fp32" and sidecar.build_flags.get("tf32", False):
+        return "tf32"
+    return sidecar.precision
 
 
 def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: contract.Tolerance) -> CaseResult:
@@ -101,7 +122,7 @@ def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: cont
 
 def verify_graph(options: VerifyOptions, progress: Progress | None = None, candidate: Runner | None = None) -> VerifyReport:
     """Verify an exported graph (or ``candidate``, a runner of it on another backend) against eager."""
-    from segdeploy.runners.ort_runner import OrtRunner
+    from segdeploy.runners.factory import make_runner
     from segdeploy.runners.torch_runner import TorchRunner
 
     started = time.perf_counter()
@@ -111,14 +132,18 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     model = load_graph(options.onnx)
     metadata = read_metadata(model)
     mask_output, postprocess, precision = graph_settings(metadata, options.onnx)
+    if options.engine is not None:
+        precision = engine_precision(options.engine)
     tolerance = contract.TOLERANCES[precision]
     decoder, weights = resolve_weights(metadata, options.checkpoint, options.onnx)
     seed = options.seed if options.seed is not None else secrets.randbits(31)
 
     reference = TorchRunner(decoder, mask_output, postprocess)
-    output_names = [s.name for s in contract.output_specs(mask_output, postprocess)]
+    if candidate is None and options.engine is not None:
+        check_engine_source(options.engine, options.onnx)
+        candidate = make_runner("tensorrt", options.onnx, metadata, postprocess, mask_output, engine=options.engine)
     if candidate is None:
-        candidate = OrtRunner(options.onnx, contract.input_specs(postprocess), output_names, threads=options.threads)
+        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,

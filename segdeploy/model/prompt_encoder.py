@@ -29,8 +29,9 @@ class PositionEmbeddingRandom(nn.Module):
 
     def dense(self, height: int, width: int) -> torch.Tensor:
         """The encoding of every cell centre of a height x width grid, shaped [C, H, W]."""
-        ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
-        xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+        device = self.positional_encoding_gaussian_matrix.device
+        ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height
+        xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
         return self.encode(grid).permute(2, 0, 1)
 
@@ -76,7 +77,7 @@ class PromptEncoder(nn.Module):
         each label adds its own learned embedding (none for -2). Out-of-range labels are clamped.
         """
         height, width = self.input_image_size
-        scale = torch.tensor([1.0 / width, 1.0 / height], dtype=coords.dtype)
+        scale = torch.tensor([1.0 / width, 1.0 / height], dtype=coords.dtype, device=coords.device)
         encoded = self.pe_layer.encode((coords + 0.5) * scale)
         has_position = (labels >= 0).to(encoded.dtype).unsqueeze(-1)
         table = torch.cat(

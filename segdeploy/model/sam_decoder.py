@@ -127,7 +127,8 @@ class DecoderGraph(nn.Module):
 
         num_output_tokens = 1 + self.decoder.mask_decoder.num_mask_tokens
         ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
-        ignored = F.pad(ignored, (num_output_tokens, 0))
+        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, num_output_tokens)
+        ignored = torch.cat([output_slots, ignored], dim=1)
         token_mask = (ignored * IGNORED_SLOT_LOGIT)[:, None, None, :]
 
         if self.dtype != torch.float32:

@@ -8,15 +8,18 @@ import numpy as np
 
 from segdeploy import contract
 from segdeploy.contract import MaskOutput
+from segdeploy.forms import GraphForm
 from segdeploy.runners.base import Runner
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch on the CPU (or ``device``), float32."""
+    """Eager PyTorch on the CPU (or ``device``); float32 plain form unless ``form`` says otherwise."""
 
     name = "torch"
 
-    def __init__(self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu") -> None:
+    def __init__(
+        self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm()
+    ) -> None:
         super().__init__(
             contract.input_specs(postprocess),
             [s.name for s in contract.output_specs(mask_output, postprocess)],
@@ -24,7 +27,7 @@ class TorchRunner(Runner):
         from segdeploy.model import DecoderGraph
 
         self.device = device
-        self.module = DecoderGraph(decoder, mask_output, postprocess).eval().to(device)
+        self.module = DecoderGraph(decoder, mask_output, postprocess, form).eval().to(device)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         import torch

@@ -1,0 +1,220 @@
+"""Everything up to the TensorRT boundary, on the CPU: profiles, trtexec lines, precision paths,
+sidecar checks, inspector verdicts and the missing-TensorRT path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segdeploy.cli import app
+from segdeploy.errors import BadInputError
+from segdeploy.forms import Precision, Target
+from segdeploy.tensorrt.builder import plan_options, precision_plan
+from segdeploy.tensorrt.environment import TrtEnvironment
+from segdeploy.tensorrt.inspect_engine import LayerInfo, fusion_verdicts, parse_layers
+from segdeploy.tensorrt.profiles import EngineProfile, Range, SizeRange, parse_range, parse_size_range
+from segdeploy.tensorrt.sidecar import Sidecar, check_in_profile, compatibility_problems
+from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("text,expected", [("1:16:64", Range(1, 16, 64)), ("8", Range(8, 8, 8)), ("2:2:3", Range(2, 2, 3))])
+def test_parse_range(text, expected):
+    assert parse_range(text, "--prompts") == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("8:4:16", "MIN <= OPT <= MAX"), ("0:1:2", "positive"), ("a:b:c", "integers"), ("1:2", "MIN:OPT:MAX"),
+])
+def test_parse_range_errors(text, message):
+    with pytest.raises(BadInputError, match=message):
+        parse_range(text, "--prompts")
+
+
+def test_parse_size_range():
+    assert parse_size_range("16:720x1280:4096") == SizeRange((16, 16), (720, 1280), (4096, 4096))
+    with pytest.raises(BadInputError, match="height and width"):
+        parse_size_range("16:2000x10:1024")
+    with pytest.raises(BadInputError, match="positive"):
+        parse_size_range("0:1:2")
+
+
+def test_profile_shapes_follow_the_contract():
+    shapes = EngineProfile(Range(1, 4, 8), Range(2, 3, 9), SizeRange((10, 20), (30, 40), (50, 60))).shapes()
+    assert shapes["point_coords"] == ((1, 2, 2), (4, 3, 2), (8, 9, 2))
+    assert shapes["point_labels"] == ((1, 2), (4, 3), (8, 9))
+    assert shapes["mask_input"] == ((1, 1, 256, 256), (4, 1, 256, 256), (8, 1, 256, 256))
+    assert shapes["has_mask_input"] == ((1,), (4,), (8,))
+    assert shapes["image_embeddings"] == ((1, 256, 64, 64),) * 3
+    assert shapes["orig_im_size"] == ((10, 20), (30, 40), (50, 60))  # values of the shape tensor
+    assert "orig_im_size" not in EngineProfile().shapes(postprocess=False)
+
+
+def test_trtexec_strongly_typed_line():
+    options = BuildOptions(
+        onnx=Path("export/g.onnx"), out=Path("engines/g.plan"),
+        profile=EngineProfile(Range(1, 2, 4), Range(1, 3, 5), SizeRange((16, 16), (1024, 1024), (2048, 2048))),
+        precision=Precision.FP16, strongly_typed=True, timing_cache=Path("engines/cache.bin"), opt_level=5,
+        hardware_compat="ampere+", version_compatible=True, workspace_mib=2048,
+    )
+    assert trtexec_command(options) == (
+        "trtexec --onnx=export/g.onnx --saveEngine=engines/g.plan "
+        "--minShapes=image_embeddings:1x256x64x64,point_coords:1x1x2,point_labels:1x1,mask_input:1x1x256x256,has_mask_input:1,orig_im_size:16x16 "
+        "--optShapes=image_embeddings:1x256x64x64,point_coords:2x3x2,point_labels:2x3,mask_input:2x1x256x256,has_mask_input:2,orig_im_size:1024x1024 "
+        "--maxShapes=image_embeddings:1x256x64x64,point_coords:4x5x2,point_labels:4x5,mask_input:4x1x256x256,has_mask_input:4,orig_im_size:2048x2048 "
+        "--stronglyTyped --timingCacheFile=engines/cache.bin --builderOptimizationLevel=5 "
+        "--hardwareCompatibilityLevel=ampere+ --versionCompatible --memPoolSize=workspace:2048M "
+        "--profilingVerbosity=detailed --skipInference"
+    )
+
+
+def test_trtexec_weakly_typed_fp16_pins_layers_and_fp32_without_tf32():
+    weak = BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), precision=Precision.FP16, fp32_layers=("/a/LayerNorm", "/b/Softmax"))
+    line = trtexec_command(weak)
+    assert " --fp16 --precisionConstraints=obey --layerPrecisions=/a/LayerNorm:fp32,/b/Softmax:fp32 " in line
+    assert "--stronglyTyped" not in line
+    fp32 = trtexec_command(BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), precision=Precision.FP32, tf32=False, hardware_compat="same-cc"))
+    assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--hardwareCompatibilityLevel=sameComputeCapability" in fp32
+
+
+@pytest.mark.parametrize("graph,requested,major,expected", [
+    ("fp16", None, 10, (Precision.FP16, True)),
+    ("fp16", None, 11, (Precision.FP16, True)),
+    ("bf16", Precision.BF16, 11, (Precision.BF16, True)),
+    ("fp32", Precision.FP16, 10, (Precision.FP16, False)),
+    ("fp32", None, 10, (Precision.FP32, False)),
+    ("fp32", None, 11, (Precision.FP32, True)),
+])
+def test_precision_paths(graph, requested, major, expected):
+    assert precision_plan(graph, requested, major) == expected
+
+
+@pytest.mark.parametrize("graph,requested,major,message", [
+    ("fp32", Precision.FP16, 11, "strongly typed networks only"),
+    ("fp16", Precision.BF16, 10, "typed fp16"),
+])
+def test_precision_path_errors(graph, requested, major, message):
+    with pytest.raises(BadInputError, match=message):
+        precision_plan(graph, requested, major)
+
+
+def test_plan_options_pin_fp32_layers_for_weak_fp16(exported):
+    options = plan_options(exported.path, None, Precision.FP16, 10)
+    assert not options.strongly_typed and options.fp32_layers
+    assert all("LayerNorm" in n or "Softmax" in n or "Reduce" in n for n in options.fp32_layers)
+    assert options.out == Path("engines") / f"{exported.path.stem}_fp16.plan"
+
+
+def sidecar(**changes) -> Sidecar:
+    base = dict(
+        segdeploy_version="0.1.0", tensorrt_version="10.14.1", gpu_name="NVIDIA H200", compute_capability="9.0",
+        cuda_version="12.8", precision="fp16", typing="strong", profiles=[EngineProfile().to_dict()], io=[],
+        onnx_path="g.onnx", onnx_sha256="0" * 64, onnx_opset=17, build_flags={},
+    )
+    return Sidecar(**{**base, **changes})
+
+
+H200 = TrtEnvironment("10.14.1", "NVIDIA H200", "9.0", "12.8")
+
+
+def test_sidecar_compatibility():
+    assert compatibility_problems(sidecar(), H200) == []
+    assert "TensorRT 10.14.1" in compatibility_problems(sidecar(), TrtEnvironment("10.13.0", "NVIDIA H200", "9.0", "12.8"))[0]
+    assert compatibility_problems(sidecar(version_compatible=True), TrtEnvironment("10.15.0", "NVIDIA H200", "9.0", "12.8")) == []
+    assert compatibility_problems(sidecar(version_compatible=True), TrtEnvironment("11.0.0", "NVIDIA H200", "9.0", "12.8"))
+    a100 = TrtEnvironment("10.14.1", "NVIDIA A100", "8.0", "12.8")
+    assert "built on NVIDIA H200" in compatibility_problems(sidecar(), a100)[0]
+    assert compatibility_problems(sidecar(hardware_compat="ampere+"), a100) == []
+    assert compatibility_problems(sidecar(hardware_compat="ampere+"), TrtEnvironment("10.14.1", "Tesla T4", "7.5", "12.8"))
+    assert compatibility_problems(sidecar(hardware_compat="same-cc"), TrtEnvironment("10.14.1", "NVIDIA H100", "9.0", "12.8")) == []
+    assert compatibility_problems(sidecar(hardware_compat="same-cc"), a100)
+
+
+def test_inputs_outside_the_profile_are_refused():
+    info = sidecar()
+    check_in_profile(info, 64, 16, (4096, 16))
+    with pytest.raises(BadInputError, match="outside the engine's profile"):
+        check_in_profile(info, 65, 2, (1024, 1024))
+    with pytest.raises(BadInputError, match="rebuild with wider"):
+        check_in_profile(info, 2, 2, (8000, 1024))
+
+
+def test_missing_tensorrt_is_exit_2_with_what_to_do(exported, tmp_path):
+    result = runner.invoke(app, ["build-engine", "--onnx", str(exported.path), "--out", str(tmp_path / "g.plan")])
+    assert result.exit_code == 2
+    assert "segdeploy[tensorrt]" in result.output and "GPU" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_verify_and_bench_with_an_engine_need_tensorrt_too(exported, tmp_path):
+    from segdeploy.weights import file_sha256
+
+    plan = tmp_path / "g.plan"
+    plan.write_bytes(b"not really a plan")
+    info = sidecar(onnx_path=str(exported.path), onnx_sha256=file_sha256(exported.path))
+    plan.with_suffix(".json").write_text(info.to_json())
+    result = runner.invoke(app, ["verify", "--engine", str(plan), "--cases", "1"])
+    assert result.exit_code == 2 and "not installed" in result.output
+    result = runner.invoke(app, ["bench", "--onnx", str(exported.path), "--backend", "tensorrt", "--engine", str(plan), "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "not installed" in result.output
+
+
+def test_verify_refuses_an_engine_built_from_another_graph(exported, tmp_path):
+    plan = tmp_path / "g.plan"
+    plan.write_bytes(b"x")
+    plan.with_suffix(".json").write_text(sidecar(onnx_path="other.onnx").to_json())
+    result = runner.invoke(app, ["verify", "--engine", str(plan), "--onnx", str(exported.path)])
+    assert result.exit_code == 2 and "was built from other.onnx" in result.output
+
+
+def test_print_trtexec_needs_no_tensorrt(tmp_path):
+    from segdeploy.export import ExportOptions, export_onnx
+
+    graph = export_onnx(ExportOptions(target=Target.TENSORRT, precision=Precision.FP16, out=tmp_path / "t.onnx")).path
+    result = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--prompts", "1:8:32", "--print-trtexec"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("trtexec --onnx=") and "--stronglyTyped" in result.output
+    assert "point_coords:32x16x2" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16", "--bf16"], "choose one"), (["--hardware-compat", "turing"], "--hardware-compat"),
+    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"), (["--opt-level", "7"], ""), (["--workspace", "0"], "positive"),
+])
+def test_build_engine_validates_before_building(exported, args, message):
+    result = runner.invoke(app, ["build-engine", "--onnx", str(exported.path), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_fusion_verdicts_from_inspector_json():
+    nodes = {
+        "/t/layers.0/self_attn/MatMul": "MatMul", "/t/layers.0/self_attn/Softmax": "Softmax", "/t/layers.0/self_attn/MatMul_1": "MatMul",
+        "/t/layers.0/cross_attn_token_to_image/MatMul": "MatMul", "/t/layers.0/cross_attn_token_to_image/Softmax": "Softmax",
+        "/t/layers.0/cross_attn_token_to_image/MatMul_1": "MatMul",
+        "/output_upscaling.1/LayerNormalization": "LayerNormalization", "/output_upscaling.2/Gelu": "Gelu",
+    }
+    inspector = json.dumps({"Layers": [
+        {"Name": "_gemm_mha_v2_myl0", "LayerType": "kgen", "TacticName": "sm90_xmma_fmha_v2", "Metadata": "[ONNX Layer: /t/layers.0/self_attn/MatMul]"},
+        {"Name": "/t/layers.0/cross_attn_token_to_image/MatMul", "LayerType": "MatrixMultiply", "TacticName": "sm90_gemm"},
+        {"Name": "/t/layers.0/cross_attn_token_to_image/Softmax", "LayerType": "SoftMax", "TacticName": "softmax"},
+        {"Name": "/output_upscaling.0/ConvTranspose + /output_upscaling.1/LayerNormalization + /output_upscaling.2/Gelu", "LayerType": "Myelin", "TacticName": ""},
+    ]})
+    verdicts = {v.block: v for v in fusion_verdicts(parse_layers(inspector), list(nodes), nodes)}
+    assert verdicts["/t/layers.0/self_attn"].fused
+    assert not verdicts["/t/layers.0/cross_attn_token_to_image"].fused
+    assert verdicts["upscaling"].fused
+    alone = [LayerInfo("/output_upscaling.2/Gelu", "Activation", "")]
+    assert not {v.block: v for v in fusion_verdicts(alone, list(nodes), nodes)}["upscaling"].fused
+
+
+def test_inspect_needs_tensorrt(tmp_path):
+    plan = tmp_path / "g.plan"
+    plan.write_bytes(b"x")
+    plan.with_suffix(".json").write_text(sidecar().to_json())
+    result = runner.invoke(app, ["inspect", str(plan)])
+    assert result.exit_code == 2 and "not installed" in result.output

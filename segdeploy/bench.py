@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -116,8 +117,8 @@ def bench_feeds(prompts: int, points: int, orig_size: tuple[int, int], rng: np.r
     return feeds
 
 
-def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata: dict) -> dict[str, Runner]:
-    """Runners by label: each requested backend, then the baseline."""
+def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata: dict, scratch: Path) -> dict[str, Runner]:
+    """Runners by label: each requested backend, then the baseline (exported into ``scratch``)."""
     from segdeploy.runners.factory import make_runner
 
     runners: dict[str, Runner] = {}
@@ -133,11 +134,8 @@ def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
         path = Path(options.baseline)
         if options.baseline == "official":
-            import tempfile
-
             decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
-            path = Path(tempfile.mkdtemp(prefix="segdeploy-baseline-")) / "official.onnx"
-            export_official(decoder.state_dict(), path)
+            path = export_official(decoder.state_dict(), scratch / "official.onnx")
         elif not path.is_file():
             raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")
         runners["official"] = OfficialOrtRunner(path, contract.input_specs(True), threads=options.threads)
@@ -166,7 +164,15 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
     )
     _limit_torch_threads(options.threads)
-    runners = open_runners(options, postprocess, mask_output, metadata)
+    with tempfile.TemporaryDirectory(prefix="segdeploy-bench-") as scratch:
+        runners = open_runners(options, postprocess, mask_output, metadata, Path(scratch))
+        _measure(options, runners, postprocess, report, tick)
+    write_results(report, options.out_dir, options.name)
+    return report
+
+
+def _measure(options: BenchOptions, runners: dict[str, Runner], postprocess: bool, report: BenchReport, tick: Progress) -> None:
+    """Interleaved rounds over every (prompts, points) cell; appends rows to ``report``."""
     rng = np.random.default_rng(options.seed)
     cells = [(b, n) for n in options.points for b in options.prompts]
     for runner in runners.values():
@@ -191,8 +197,6 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         for runner in runners.values():
             runner.deactivate()
     tick(len(cells), len(cells), "writing results")
-    write_results(report, options.out_dir, options.name)
-    return report
 
 
 def _limit_torch_threads(threads: int) -> None:

@@ -16,6 +16,7 @@ from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
 from segdeploy.forms import DEFAULT_FORMS, AttentionForm, GraphForm, Precision, Target, UpscaleForm
 from segdeploy.graph_io import set_metadata, write_atomically
+from segdeploy.attention_op import ATTENTION_OPSET, fuse_attention
 from segdeploy.graph_passes import optimize_graph
 from segdeploy.weights import WeightsInfo
 
@@ -71,11 +72,17 @@ class ExportReport:
         return data
 
 
-def validate_opset(opset: int) -> None:
+def validate_opset(opset: int, attention: AttentionForm) -> None:
+    import onnx
+
     if opset < contract.MIN_OPSET:
         raise BadInputError(f"opset {opset} is too old: the graph needs LayerNormalization, opset {contract.MIN_OPSET} or newer")
-    if opset > MAX_TRACE_OPSET:
-        raise BadInputError(f"opset {opset} is newer than the exporter writes; use {contract.MIN_OPSET}..{MAX_TRACE_OPSET}")
+    if attention is AttentionForm.ONNX:
+        newest = onnx.defs.onnx_opset_version()
+        if not ATTENTION_OPSET <= opset <= newest:
+            raise BadInputError(f"--attention onnx needs the Attention operator: use --opset {ATTENTION_OPSET}..{newest}")
+    elif opset > MAX_TRACE_OPSET:
+        raise BadInputError(f"opset {opset} is newer than the exporter writes; use {contract.MIN_OPSET}..{MAX_TRACE_OPSET} (or --attention onnx at {ATTENTION_OPSET})")
 
 
 def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, str]:
@@ -146,7 +153,7 @@ def trace_to_onnx(graph_module, options: ExportOptions):
             example_inputs(options.postprocess),
             buffer,
             dynamo=False,
-            opset_version=options.opset,
+            opset_version=min(options.opset, MAX_TRACE_OPSET),
             input_names=[s.name for s in inputs],
             output_names=[s.name for s in outputs],
             dynamic_axes={k: v for k, v in dynamic_axes.items() if v},
@@ -166,7 +173,8 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     from segdeploy.weights import load_decoder
 
     say = progress or (lambda _msg: None)
-    validate_opset(options.opset)
+    form = options.form
+    validate_opset(options.opset, form.attention)
     started = time.perf_counter()
     say("loading weights")
     decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
@@ -175,6 +183,9 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     model = trace_to_onnx(graph_module, options)
     say("optimizing the graph")
     model = optimize_graph(model)
+    if form.attention is AttentionForm.ONNX:
+        say("fusing attention blocks into Attention operators")
+        model, _ = fuse_attention(model, options.opset)
     metadata = graph_metadata(weights, options)
     set_metadata(model, metadata)
     say("checking the graph")

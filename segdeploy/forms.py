@@ -10,6 +10,7 @@ from dataclasses import dataclass
 class AttentionForm(str, enum.Enum):
     PLAIN = "plain"  # [B,heads,S,d], scale on q, MatMul -> Softmax -> MatMul: TensorRT's fusable MHA
     FEWTOKEN = "fewtoken"  # cross-attention projections folded onto the token side (fewer FLOPs while T < 16)
+    ONNX = "onnx"  # the plain form with each block as the ONNX Attention operator (opset 23)
 
 
 class UpscaleForm(str, enum.Enum):

@@ -18,7 +18,10 @@ FORMS = [(a, u) for a in AttentionForm for u in UpscaleForm]
 
 @pytest.mark.parametrize("attention,upscale", FORMS, ids=[f"{a.value}-{u.value}" for a, u in FORMS])
 def test_every_form_verifies(attention, upscale, tmp_path, fresh_seed):
-    report = export_onnx(ExportOptions(attention=attention, upscale=upscale, out=tmp_path / "g.onnx"))
+    opset = 23 if attention is AttentionForm.ONNX else 17
+    report = export_onnx(ExportOptions(attention=attention, upscale=upscale, opset=opset, out=tmp_path / "g.onnx"))
+    if attention is AttentionForm.ONNX:  # every attention block became one Attention operator
+        assert report.op_counts.get("Attention") == 7 and report.opset == 23
     result = verify_graph(VerifyOptions(onnx=report.path, cases=4, seed=fresh_seed))
     assert result.passed, render_report(result)
 
@@ -71,3 +74,12 @@ def test_bf16_graph_is_refused_cleanly_where_the_cpu_cannot_run_it(tmp_path):
         assert "cannot run" in str(error)
     else:  # an onnxruntime with bf16 CPU kernels: then it must verify
         assert result.passed, render_report(result)
+
+
+def test_onnx_attention_form_needs_opset_23(tmp_path):
+    from segdeploy.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="--opset 23"):
+        export_onnx(ExportOptions(attention=AttentionForm.ONNX, opset=20, out=tmp_path / "g.onnx"))
+    with pytest.raises(BadInputError, match="attention onnx"):
+        export_onnx(ExportOptions(attention=AttentionForm.PLAIN, opset=23, out=tmp_path / "g.onnx"))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from segdeploy.cli import app
 from segdeploy.export import ExportOptions, export_onnx
-from segdeploy.forms import Precision, Target
+from segdeploy.forms import AttentionForm, Precision, Target
 from segdeploy.tensorrt.lint import lint_graph
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
@@ -131,9 +131,10 @@ def test_unsupported_ops_and_domains(tmp_path):
     assert ("unsupported-op", "attn") not in rules(path, "10.14")
 
 
-@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16])
-def test_our_tensorrt_exports_lint_clean(tmp_path, precision):
-    graph = export_onnx(ExportOptions(target=Target.TENSORRT, precision=precision, out=tmp_path / "t.onnx")).path
+@pytest.mark.parametrize("precision,attention", [(Precision.FP32, None), (Precision.FP16, None), (Precision.FP16, AttentionForm.ONNX)])
+def test_our_tensorrt_exports_lint_clean(tmp_path, precision, attention):
+    opset = 23 if attention else 17
+    graph = export_onnx(ExportOptions(target=Target.TENSORRT, precision=precision, attention=attention, opset=opset, out=tmp_path / "t.onnx")).path
     report = lint_graph(graph)
     assert report.passed, report.errors
     assert CliRunner().invoke(app, ["lint", str(graph)]).exit_code == 0

@@ -17,7 +17,11 @@ from segdeploy.runners.base import Runner
 
 def _official_modules():
     try:
-        from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+        from segment_anything.modeling import (
+            MaskDecoder,
+            PromptEncoder,
+            TwoWayTransformer,
+        )
         from segment_anything.utils.onnx import SamOnnxModel
     except ImportError as exc:
         raise MissingDependencyError(

@@ -48,7 +48,13 @@ def spinner_progress(description: str):
     A SegdeployError raised inside is reported after the display is gone.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = Console(stderr=True)
     try:
@@ -198,7 +204,7 @@ def bench(
     orig_size: Annotated[str, typer.Option(help="orig_im_size as HxW.")] = "1024x1024",
     threads: Annotated[int, typer.Option(help="Threads for every backend (onnxruntime intra-op, torch).")] = 2,
     runs: Annotated[int, typer.Option(help="Timed calls per backend and cell, after warm-up.")] = 10,
-    warmup: Annotated[int, typer.Option(help="Untimed calls per backend and cell.")] = 2,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
     baseline: Annotated[Optional[str], typer.Option(help="'official': export segment-anything's SamOnnxModel from the same weights and run it beside ours (one prompt per call); or a path to such a graph.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (torch backend, official baseline).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt.")] = None,

@@ -12,11 +12,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segdeploy import __version__, contract
+from segdeploy.attention_op import ATTENTION_OPSET, fuse_attention
 from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
-from segdeploy.forms import DEFAULT_FORMS, AttentionForm, GraphForm, Precision, Target, UpscaleForm
+from segdeploy.forms import (
+    DEFAULT_FORMS,
+    AttentionForm,
+    GraphForm,
+    Precision,
+    Target,
+    UpscaleForm,
+)
 from segdeploy.graph_io import set_metadata, write_atomically
-from segdeploy.attention_op import ATTENTION_OPSET, fuse_attention
 from segdeploy.graph_passes import optimize_graph
 from segdeploy.weights import WeightsInfo
 

@@ -13,8 +13,12 @@ import numpy as np
 
 from segdeploy import contract
 from segdeploy.cases import Case, draw_cases, single_prompt
-from segdeploy.compare import OutputMetrics, compare_output, compare_outputs, contract_problems
-from segdeploy.contract import MaskOutput
+from segdeploy.compare import (
+    OutputMetrics,
+    compare_output,
+    compare_outputs,
+    contract_problems,
+)
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
 from segdeploy.provenance import graph_settings, resolve_weights

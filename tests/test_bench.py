@@ -6,9 +6,9 @@ import csv
 import json
 
 import pytest
+from oracle import _modeling
 from typer.testing import CliRunner
 
-from oracle import _modeling
 from segdeploy.bench import BenchOptions, run_bench
 from segdeploy.cli import app
 

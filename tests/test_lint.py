@@ -146,6 +146,7 @@ def test_fewtoken_form_is_reported_as_not_fusable(exported):
 
 def test_the_official_export_does_not_lint_clean(tmp_path):
     from oracle import _modeling
+
     from segdeploy.baseline import export_official
     from segdeploy.weights import load_decoder
 

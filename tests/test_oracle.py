@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from oracle import official_decoder, official_predict
+
 from segdeploy import contract
 from segdeploy.cases import MATRIX, draw_case
 from segdeploy.contract import Label, MaskOutput

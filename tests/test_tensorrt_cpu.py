@@ -15,7 +15,13 @@ from segdeploy.forms import Precision, Target
 from segdeploy.tensorrt.builder import plan_options, precision_plan
 from segdeploy.tensorrt.environment import TrtEnvironment
 from segdeploy.tensorrt.inspect_engine import LayerInfo, fusion_verdicts, parse_layers
-from segdeploy.tensorrt.profiles import EngineProfile, Range, SizeRange, parse_range, parse_size_range
+from segdeploy.tensorrt.profiles import (
+    EngineProfile,
+    Range,
+    SizeRange,
+    parse_range,
+    parse_size_range,
+)
 from segdeploy.tensorrt.sidecar import Sidecar, check_in_profile, compatibility_problems
 from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
 

@@ -6,10 +6,15 @@ import collections
 
 import pytest
 import torch
-
 from oracle import official_decoder
+
 from segdeploy.errors import BadInputError
-from segdeploy.weights import RANDOM_LOGIT_STD, file_sha256, load_decoder, random_decoder
+from segdeploy.weights import (
+    RANDOM_LOGIT_STD,
+    file_sha256,
+    load_decoder,
+    random_decoder,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,11 @@
 """PyTorch definition of SAM's prompt encoder and mask decoder, written for export."""
 
-from segdeploy.model.sam_decoder import DEFAULT_VARIANT, VARIANTS, DecoderConfig, DecoderGraph, SamDecoder
+from segdeploy.model.sam_decoder import (
+    DEFAULT_VARIANT,
+    VARIANTS,
+    DecoderConfig,
+    DecoderGraph,
+    SamDecoder,
+)
 
 __all__ = ["DEFAULT_VARIANT", "VARIANTS", "DecoderConfig", "DecoderGraph", "SamDecoder"]

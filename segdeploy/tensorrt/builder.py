@@ -19,7 +19,13 @@ from pathlib import Path
 from segdeploy import __version__
 from segdeploy.errors import BadInputError
 from segdeploy.forms import Precision
-from segdeploy.graph_io import graph_opset, load_graph, read_metadata, value_specs, write_atomically
+from segdeploy.graph_io import (
+    graph_opset,
+    load_graph,
+    read_metadata,
+    value_specs,
+    write_atomically,
+)
 from segdeploy.tensorrt.sidecar import Sidecar, sidecar_path
 from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
 
@@ -81,7 +87,12 @@ def build_engine(options: BuildOptions, progress: Progress | None = None) -> Bui
     say = progress or (lambda _msg: None)
     env = require_tensorrt()
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        NetworkFromOnnxPath,
+        Profile,
+    )
 
     started = time.perf_counter()
     say("parsing the ONNX graph")

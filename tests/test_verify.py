@@ -129,3 +129,13 @@ def test_compare_flags_nan_and_shape():
     assert not compare_output("low_res_masks", ref, ref[:, :2], tolerance).passed
     assert compare_output("low_res_masks", ref, ref + 5e-4, tolerance).passed
     assert not compare_output("low_res_masks", ref, ref + 2e-3, tolerance).passed
+
+
+def test_no_postprocess_single_mask_graph_verifies(tmp_path, fresh_seed):
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+
+    graph = export_onnx(ExportOptions(mask_output=MaskOutput.SINGLE, postprocess=False, out=tmp_path / "g.onnx")).path
+    report = verify_graph(VerifyOptions(onnx=graph, cases=3, seed=fresh_seed))
+    assert report.passed, render_report(report)
+    assert {o.name for c in report.cases for o in c.outputs} == {"iou_predictions", "low_res_masks"}

@@ -104,9 +104,20 @@ def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(BadInputError, match="cannot write .*disk full"):
         write_atomically(target, b"x" * 100)
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from segdeploy.cli import app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["export", "--out", str(blocker / "g.onnx")])
+    assert result.exit_code == 2 and "cannot write" in result.output
 
 
 def test_opset_20_uses_gelu_operator(tmp_path):

@@ -83,3 +83,18 @@ def test_onnx_attention_form_needs_opset_23(tmp_path):
         export_onnx(ExportOptions(attention=AttentionForm.ONNX, opset=20, out=tmp_path / "g.onnx"))
     with pytest.raises(BadInputError, match="attention onnx"):
         export_onnx(ExportOptions(attention=AttentionForm.PLAIN, opset=23, out=tmp_path / "g.onnx"))
+
+
+def test_channels_last_weights_follow_the_module_to_another_device():
+    import torch
+
+    from segdeploy.contract import MaskOutput
+    from segdeploy.forms import GraphForm
+    from segdeploy.model import DecoderGraph
+    from segdeploy.weights import load_decoder
+
+    decoder, _ = load_decoder(seed=1)
+    graph = DecoderGraph(decoder, MaskOutput.MULTI, True, GraphForm(AttentionForm.FEWTOKEN, UpscaleForm.MATMUL)).to("meta")
+    derived = graph.decoder.mask_decoder.channels_last_upscaling_weights()
+    assert all(t.device == torch.device("meta") for t in derived)
+    assert "upscale_first_weight" not in decoder.state_dict()  # not part of the checkpoint contract

@@ -108,21 +108,23 @@ class MaskDecoder(nn.Module):
         return masks.reshape(batch, masks_count, 4 * height, 4 * width)
 
     def channels_last_upscaling_weights(self) -> tuple[torch.Tensor, ...]:
-        """The two ConvTranspose layers as Linear weights and biases, computed once and detached
-        (export writes them as plain initializers; re-load weights with a new DecoderGraph).
+        """The two ConvTranspose layers as Linear weights and biases, computed once and detached.
 
+        Kept as non-persistent buffers, so they follow ``.to(device/dtype)`` like the parameters they
+        come from and export writes them as plain initializers (re-load weights with a new DecoderGraph).
         Stage one's rows come out as (pixel, dj, di): weight [C_in, C_out, di, dj] -> [(dj, di, C_out), C_in];
         stage two's as (pixel, dj1, di1, di2, dj2): [C_in, C_out, di, dj] -> [(di, dj, C_out), C_in].
         """
-        cached = getattr(self, "_channels_last_weights", None)
-        if cached is None or cached[0].dtype != self.output_upscaling[0].weight.dtype:
+        names = ("upscale_first_weight", "upscale_first_bias", "upscale_second_weight", "upscale_second_bias")
+        if not hasattr(self, names[0]):
             first, _, _, second, _ = self.output_upscaling
             with torch.no_grad():
-                cached = (
+                values = (
                     first.weight.permute(3, 2, 1, 0).reshape(4 * first.out_channels, -1).contiguous(),
                     first.bias.repeat(4),
                     second.weight.permute(2, 3, 1, 0).reshape(4 * second.out_channels, -1).contiguous(),
                     second.bias.repeat(4),
                 )
-            self._channels_last_weights = cached
-        return cached
+            for name, value in zip(names, values):
+                self.register_buffer(name, value, persistent=False)
+        return tuple(getattr(self, name) for name in names)

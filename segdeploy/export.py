@@ -185,7 +185,7 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     started = time.perf_counter()
     say("loading weights")
     decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
-    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess, options.form).eval()
+    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess, form).eval()
     say("tracing to ONNX")
     model = trace_to_onnx(graph_module, options)
     say("optimizing the graph")

@@ -242,6 +242,8 @@ def build_engine_command(
     workspace: Annotated[Optional[int], typer.Option(help="Workspace memory pool limit in MiB.")] = None,
     print_trtexec: Annotated[bool, typer.Option("--print-trtexec", help="Print the equivalent trtexec command and exit (needs no TensorRT).")] = False,
     trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version --print-trtexec writes for (default: the installed one, else 10.14).")] = None,
+    weak_typing: Annotated[bool, typer.Option("--weak-typing", help="TensorRT 10 only: build an fp32 graph at --fp16/--bf16 weakly typed instead of refusing it.")] = False,
+    allow_lint_errors: Annotated[bool, typer.Option("--allow-lint-errors", help="Build even when `segdeploy lint` finds errors in the graph.")] = False,
 ) -> None:
     """Build a TensorRT engine with dynamic prompt and point counts, plus its JSON sidecar."""
     from segdeploy.tensorrt.builder import build_engine, plan_options
@@ -265,21 +267,29 @@ def build_engine_command(
     settings = dict(
         profile=profile, tf32=tf32, timing_cache=timing_cache, opt_level=opt_level,
         hardware_compat=hardware_compat, version_compatible=version_compatible, workspace_mib=workspace,
+        weak_typing=weak_typing, allow_lint_errors=allow_lint_errors,
     )
     if print_trtexec:
         version = trt_version or _installed_trt_version() or DEFAULT_TRT_VERSION
-        options = call(plan_options, graph, out, requested, int(version.split(".")[0]), **settings)
+        options = call(plan_options, graph, out, requested, version, **settings)
+        _warn_lint_errors(options.lint_errors)
         typer.echo(trtexec_command(options))
         return
     from segdeploy.tensorrt.environment import require_tensorrt
 
     env = call(require_tensorrt)
-    options = call(plan_options, graph, out, requested, env.tensorrt_major, **settings)
+    options = call(plan_options, graph, out, requested, env.tensorrt_version, **settings)
+    _warn_lint_errors(options.lint_errors)
     with spinner_progress("build-engine") as (step, _):
         result = build_engine(options, step)
     typer.echo(f"built {result.plan} ({result.info.precision}, {result.info.typing}ly typed, TensorRT {result.info.tensorrt_version} on {result.info.gpu_name}) in {result.seconds:.0f}s")
     typer.echo(f"sidecar {result.sidecar}")
     typer.echo(f"trtexec equivalent: {result.trtexec}")
+
+
+def _warn_lint_errors(errors: tuple[str, ...]) -> None:
+    if errors:
+        typer.echo(f"warning: building despite {len(errors)} TensorRT lint error(s) (--allow-lint-errors): {', '.join(errors)}", err=True)
 
 
 def _installed_trt_version() -> str | None:

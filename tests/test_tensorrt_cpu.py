@@ -4,12 +4,16 @@ sidecar checks, inspector verdicts and the missing-TensorRT path."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from segdeploy.cli import app
+from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
 from segdeploy.forms import Precision, Target
 from segdeploy.tensorrt.builder import plan_options, precision_plan
@@ -87,32 +91,97 @@ def test_trtexec_weakly_typed_fp16_pins_layers_and_fp32_without_tf32():
     assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--hardwareCompatibilityLevel=sameComputeCapability" in fp32
 
 
-@pytest.mark.parametrize("graph,requested,major,expected", [
-    ("fp16", None, 10, (Precision.FP16, True)),
-    ("fp16", None, 11, (Precision.FP16, True)),
-    ("bf16", Precision.BF16, 11, (Precision.BF16, True)),
-    ("fp32", Precision.FP16, 10, (Precision.FP16, False)),
-    ("fp32", None, 10, (Precision.FP32, False)),
-    ("fp32", None, 11, (Precision.FP32, True)),
+@pytest.mark.parametrize("graph,requested,major,weak,expected", [
+    ("fp16", None, 10, False, (Precision.FP16, True)),
+    ("fp16", None, 11, False, (Precision.FP16, True)),
+    ("bf16", Precision.BF16, 11, False, (Precision.BF16, True)),
+    ("fp32", Precision.FP16, 10, True, (Precision.FP16, False)),
+    ("fp32", None, 10, False, (Precision.FP32, False)),
+    ("fp32", None, 11, False, (Precision.FP32, True)),
 ])
-def test_precision_paths(graph, requested, major, expected):
-    assert precision_plan(graph, requested, major) == expected
+def test_precision_paths(graph, requested, major, weak, expected):
+    plan = precision_plan(graph, requested, major, weak)
+    assert (plan.precision, plan.strongly_typed) == expected and plan.reexport is None
 
 
-@pytest.mark.parametrize("graph,requested,major,message", [
-    ("fp32", Precision.FP16, 11, "strongly typed networks only"),
-    ("fp16", Precision.BF16, 10, "typed fp16"),
+@pytest.mark.parametrize("graph,requested,major,weak,reexport,message", [
+    ("fp32", Precision.FP16, 10, False, Precision.FP16, "--weak-typing asks for it"),
+    ("fp32", Precision.BF16, 10, False, Precision.BF16, "weakly typed"),
+    ("fp32", Precision.FP16, 11, True, Precision.FP16, "strongly typed networks only"),
+    ("fp16", Precision.BF16, 10, False, Precision.BF16, "typed fp16"),
 ])
-def test_precision_path_errors(graph, requested, major, message):
-    with pytest.raises(BadInputError, match=message):
-        precision_plan(graph, requested, major)
+def test_precision_paths_that_need_a_typed_export(graph, requested, major, weak, reexport, message):
+    plan = precision_plan(graph, requested, major, weak)
+    assert plan.reexport is reexport and message in plan.reason
 
 
 def test_plan_options_pin_fp32_layers_for_weak_fp16(exported):
-    options = plan_options(exported.path, None, Precision.FP16, 10)
-    assert not options.strongly_typed and options.fp32_layers
+    options = plan_options(exported.path, None, Precision.FP16, "10.14", weak_typing=True, allow_lint_errors=True)
+    assert not options.strongly_typed and options.fp32_layers and options.lint_errors
     assert all("LayerNorm" in n or "Softmax" in n or "Reduce" in n for n in options.fp32_layers)
     assert options.out == Path("engines") / f"{exported.path.stem}_fp16.plan"
+
+
+def _backticked(line: str) -> list[list[str]]:
+    return [shlex.split(command) for command in re.findall(r"`([^`]+)`", line)]
+
+
+def test_design_card_flow_stops_with_the_exact_commands_and_they_work(exported, tmp_path, monkeypatch):
+    """`segdeploy export --opset 17` then `build-engine --fp16`: exit 2, one line with the export
+    and build commands; following them gives a strongly typed fp16 build of the TensorRT form."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "export").mkdir()
+    shutil.copy(exported.path, tmp_path / "export" / "sam_vit_b_multi_onnxruntime_opset17.onnx")
+    result = runner.invoke(app, ["build-engine", "--fp16", "--print-trtexec"])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "trtexec" not in result.output
+    export_cmd, build_cmd = _backticked(result.output)
+    assert export_cmd == ["segdeploy", "export", "--target", "tensorrt", "--precision", "fp16", "--opset", "17"]
+    assert build_cmd == ["segdeploy", "build-engine", "--onnx", "export/sam_vit_b_multi_fp16_tensorrt_opset17.onnx", "--fp16"]
+
+    exported_again = runner.invoke(app, export_cmd[1:])
+    assert exported_again.exit_code == 0, exported_again.output
+    built = runner.invoke(app, [*build_cmd[1:], "--print-trtexec"])
+    assert built.exit_code == 0, built.output
+    line = built.output.strip()
+    assert line.startswith("trtexec --onnx=export/sam_vit_b_multi_fp16_tensorrt_opset17.onnx ")
+    assert "--stronglyTyped" in line and "--fp16" not in line and "warning" not in line
+
+
+def test_fp32_tensorrt_form_at_fp16_needs_a_typed_export_or_weak_typing(tmp_path, monkeypatch):
+    from segdeploy.export import ExportOptions, export_onnx
+
+    graph = export_onnx(ExportOptions(target=Target.TENSORRT, out=tmp_path / "t.onnx", mask_output=MaskOutput.SINGLE, postprocess=False)).path
+    result = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--fp16", "--print-trtexec"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    export_cmd, _ = _backticked(result.output)
+    assert export_cmd == ["segdeploy", "export", "--target", "tensorrt", "--precision", "fp16", "--opset", "17", "--mask-output", "single", "--no-postprocess"]
+    result = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--fp16", "--print-trtexec", "--trt-version", "11.0"])
+    assert result.exit_code == 2 and "strongly typed networks only" in result.output
+    weak = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--fp16", "--weak-typing", "--print-trtexec", "--trt-version", "10.14"])
+    assert weak.exit_code == 0, weak.output
+    assert " --fp16 --precisionConstraints=obey " in weak.output and "--stronglyTyped" not in weak.output
+    fp32 = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--print-trtexec", "--trt-version", "10.14"])
+    assert fp32.exit_code == 0 and "--fp16" not in fp32.output and "--stronglyTyped" not in fp32.output
+
+
+def test_lint_errors_refuse_the_build_unless_allowed(exported, tmp_path):
+    import onnx
+
+    from segdeploy.graph_io import read_metadata, set_metadata
+
+    model = onnx.load(str(exported.path))  # the few-token form, labelled as the TensorRT form
+    set_metadata(model, {**read_metadata(model), "target": "tensorrt"})
+    graph = tmp_path / "mislabelled.onnx"
+    onnx.save(model, str(graph))
+    for path in (exported.path, graph):
+        refused = runner.invoke(app, ["build-engine", "--onnx", str(path), "--print-trtexec"])
+        assert refused.exit_code == 2 and "attention-pattern" in refused.output and "trtexec --onnx" not in refused.output
+    assert "--allow-lint-errors" in refused.output and f"segdeploy lint {graph}" in refused.output
+    allowed = runner.invoke(app, ["build-engine", "--onnx", str(graph), "--print-trtexec", "--allow-lint-errors"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "warning: building despite 2 TensorRT lint error(s)" in allowed.output
+    assert allowed.output.strip().splitlines()[-1].startswith(f"trtexec --onnx={graph} ")
 
 
 def sidecar(**changes) -> Sidecar:

@@ -23,7 +23,7 @@ def test_build_verify_inspect(tmp_path, precision, fresh_seed):
     env = require_tensorrt()
     graph = export_onnx(ExportOptions(target=Target.TENSORRT, precision=precision, out=tmp_path / "g.onnx")).path
     profile = EngineProfile(prompts=Range(1, 8, 32), points=Range(1, 4, 16))
-    options = plan_options(graph, tmp_path / "g.plan", None, env.tensorrt_major, profile=profile, timing_cache=tmp_path / "cache.bin")
+    options = plan_options(graph, tmp_path / "g.plan", None, env.tensorrt_version, profile=profile, timing_cache=tmp_path / "cache.bin")
     report = build_engine(options)
     assert report.plan.is_file() and report.sidecar.is_file()
     result = verify_graph(VerifyOptions(onnx=graph, engine=report.plan, seed=fresh_seed))

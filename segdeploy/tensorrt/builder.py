@@ -1,11 +1,14 @@
 """`segdeploy build-engine`: an ONNX graph from `segdeploy export` into a TensorRT plan with its
 sidecar, through Polygraphy's loaders (NetworkFromOnnxPath, CreateConfig, Profile, EngineFromNetwork).
 
-Precision paths:
+Before anything is built (or a trtexec line printed), `plan_options` decides:
+- the lint runs first; a graph with lint errors (e.g. the onnxruntime form, whose few-token attention
+  TensorRT does not fuse) is refused with the exact export command of the TensorRT form, unless
+  ``allow_lint_errors``;
 - a typed graph (exported with --precision fp16/bf16) builds strongly typed on TensorRT 10 and 11;
-- an fp32 graph with --fp16/--bf16 builds weakly typed on TensorRT 10 (builder flag, with
-  LayerNorm/softmax/reduce layers held in fp32 by precision constraints); TensorRT 11 has no weak
-  typing, so there the graph must be exported typed;
+- an fp32 graph with --fp16/--bf16 is refused with the exact export command of the typed graph;
+  weakly typed builds (builder flag, LayerNorm/softmax/reduce layers held in fp32 by precision
+  constraints) only with ``weak_typing`` on TensorRT 10 (TensorRT 11 has no weak typing);
 - an fp32 graph at fp32 builds as it is (TF32 on unless --no-tf32).
 """
 
@@ -33,21 +36,72 @@ Progress = Callable[[str], None]
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum")
 
 
-def precision_plan(graph_precision: str, requested: Precision | None, trt_major: int) -> tuple[Precision, bool]:
-    """(build precision, strongly typed?) for a graph of ``graph_precision`` on TensorRT ``trt_major``."""
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a graph builds: at ``precision``, strongly typed or not; or, when ``reexport`` is set, not
+    at all until the graph is exported typed at that precision (``reason`` says why)."""
+
+    precision: Precision
+    strongly_typed: bool
+    reexport: Precision | None = None
+    reason: str = ""
+
+
+def precision_plan(graph_precision: str, requested: Precision | None, trt_major: int, weak_typing: bool = False) -> PrecisionPlan:
+    """The precision path of a graph typed ``graph_precision`` built at ``requested`` on TensorRT ``trt_major``."""
     graph = Precision(graph_precision)
     wanted = requested or graph
     if graph is not Precision.FP32:
         if wanted is not graph:
-            raise BadInputError(f"the graph is typed {graph.value}; it builds only at {graph.value} (re-export with --precision {wanted.value})")
-        return graph, True
+            return PrecisionPlan(wanted, True, wanted, f"the graph is typed {graph.value}; it builds only at {graph.value}")
+        return PrecisionPlan(graph, True)
     if wanted is Precision.FP32:
-        return wanted, trt_major >= 11
+        return PrecisionPlan(wanted, trt_major >= 11)
     if trt_major >= 11:
-        raise BadInputError(
-            f"TensorRT {trt_major} builds strongly typed networks only: export the graph with --precision {wanted.value} and build that"
-        )
-    return wanted, False
+        return PrecisionPlan(wanted, True, wanted, f"TensorRT {trt_major} builds strongly typed networks only, and the graph is fp32")
+    if not weak_typing:
+        return PrecisionPlan(wanted, True, wanted, f"the graph is fp32, so --{wanted.value} would build it weakly typed (deprecated; --weak-typing asks for it)")
+    return PrecisionPlan(wanted, False)
+
+
+def export_command(metadata: dict[str, str], precision: Precision) -> tuple[str, Path]:
+    """The `segdeploy export` line that writes this graph's TensorRT form at ``precision`` (same
+    variant, weights, mask output and postprocessing), and the path it writes."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import MAX_TRACE_OPSET, ExportOptions
+    from segdeploy.forms import Target
+
+    opset = int(metadata.get("opset") or 17)
+    opset = opset if opset <= MAX_TRACE_OPSET else 17
+    options = ExportOptions(
+        variant=metadata.get("variant") or "sam_vit_b", opset=opset, mask_output=MaskOutput(metadata.get("mask_output") or "multi"),
+        postprocess=metadata.get("postprocess") != "0", target=Target.TENSORRT, precision=precision,
+    )
+    args = ["segdeploy", "export", "--target", "tensorrt"]
+    args += ["--precision", precision.value] if precision is not Precision.FP32 else []
+    args += ["--opset", str(opset)]
+    args += ["--variant", options.variant] if options.variant != "sam_vit_b" else []
+    args += ["--mask-output", options.mask_output.value] if options.mask_output is not MaskOutput.MULTI else []
+    args += [] if options.postprocess else ["--no-postprocess"]
+    if metadata.get("weights") == "checkpoint":
+        args += ["--checkpoint", f"<the checkpoint with sha256 {metadata.get('weights_sha256', '')[:12]}…>"]
+    elif metadata.get("random_seed") not in ("", "0", None):
+        args += ["--seed", metadata["random_seed"]]
+    return " ".join(args), options.default_path()
+
+
+def reexport_error(onnx: Path, metadata: dict[str, str], precision: Precision, requested: Precision | None, reason: str) -> BadInputError:
+    """One line: why the graph does not build, and the exact commands that give one that does."""
+    command, path = export_command(metadata, precision)
+    flag = f" --{requested.value}" if requested is not None and requested is not Precision.FP32 else ""
+    return BadInputError(f"{onnx}: {reason}; run `{command}` and then `segdeploy build-engine --onnx {path}{flag}`")
+
+
+def lint_errors(onnx: Path, trt_version: str) -> list[str]:
+    """`segdeploy lint` findings of severity error, as 'rule node' strings."""
+    from segdeploy.tensorrt.lint import lint_graph
+
+    return [f"{f.rule} {f.node}" for f in lint_graph(onnx, trt_version).errors]
 
 
 def fp32_layers(onnx_path: Path) -> list[str]:
@@ -64,18 +118,35 @@ class BuildReport:
     trtexec: str
 
 
-def plan_options(onnx: Path, out: Path | None, requested: Precision | None, trt_major: int, **kwargs) -> BuildOptions:
-    """BuildOptions for a graph, with the precision path decided and the output path defaulted."""
+def plan_options(
+    onnx: Path, out: Path | None, requested: Precision | None, trt_version: str, *,
+    weak_typing: bool = False, allow_lint_errors: bool = False, **kwargs,
+) -> BuildOptions:
+    """BuildOptions for a graph, with the lint run, the precision path decided and the output path
+    defaulted; BadInputError (with the export command that fixes it) when the graph should not build."""
     metadata = read_metadata(load_graph(onnx))
     if not metadata:
         raise BadInputError(f"{onnx} carries no segdeploy metadata; build engines from `segdeploy export` graphs")
-    precision, strongly_typed = precision_plan(metadata.get("precision", "fp32"), requested, trt_major)
-    plan = out or Path("engines") / f"{Path(onnx).stem}_{precision.value}.plan"
-    weak_low = not strongly_typed and precision is not Precision.FP32
+    trt_major = int(str(trt_version).split(".")[0])
+    plan = precision_plan(metadata.get("precision", "fp32"), requested, trt_major, weak_typing)
+    errors = lint_errors(onnx, str(trt_version))
+    not_trt_form = bool(errors) and metadata.get("target") != "tensorrt"
+    if plan.reexport or (not_trt_form and not allow_lint_errors):
+        reasons = [plan.reason] if plan.reexport else []
+        if not_trt_form:
+            reasons.append(f"it is the {metadata.get('target')} form ({metadata.get('attention')} attention), with {len(errors)} TensorRT lint error(s) ({errors[0]})")
+        precision = plan.reexport or plan.precision
+        raise reexport_error(onnx, metadata, precision, requested, "; ".join(reasons))
+    if errors and not allow_lint_errors:
+        raise BadInputError(
+            f"{onnx} has {len(errors)} TensorRT lint error(s) (first: {errors[0]}); see `segdeploy lint {onnx}`, or pass --allow-lint-errors to build anyway"
+        )
+    path = out or Path("engines") / f"{Path(onnx).stem}_{plan.precision.value}.plan"
+    weak_low = not plan.strongly_typed and plan.precision is not Precision.FP32
     return BuildOptions(
-        onnx=Path(onnx), out=Path(plan), precision=precision, strongly_typed=strongly_typed,
+        onnx=Path(onnx), out=Path(path), precision=plan.precision, strongly_typed=plan.strongly_typed,
         postprocess=metadata.get("postprocess") == "1", fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
-        **kwargs,
+        lint_errors=tuple(errors), **kwargs,
     )
 
 
@@ -147,6 +218,7 @@ def build_engine(options: BuildOptions, progress: Progress | None = None) -> Bui
         timing_cache=cache,
         hardware_compat=options.hardware_compat,
         version_compatible=options.version_compatible,
+        notes=[f"built despite TensorRT lint error {error}" for error in options.lint_errors],
     )
     write_atomically(sidecar_path(options.out), info.to_json().encode())
     return BuildReport(options.out, sidecar_path(options.out), time.perf_counter() - started, info, trtexec_command(options))

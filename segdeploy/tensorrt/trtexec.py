@@ -29,6 +29,7 @@ class BuildOptions:
     workspace_mib: int | None = None
     postprocess: bool = True
     fp32_layers: tuple[str, ...] = ()  # weak typing: layers held in fp32 by precision constraints
+    lint_errors: tuple[str, ...] = ()  # built anyway (--allow-lint-errors); recorded in the sidecar
 
 
 def _shape_spec(shapes: dict, which: int) -> str:

@@ -7,9 +7,7 @@ Writes benchmarks/results/<name>.{json,csv,png}.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -17,30 +15,9 @@ from typer.testing import CliRunner
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def allow_segment_anything_without_torchvision() -> None:
-    """segment-anything's package __init__ imports torchvision, which does not import beside the
-    CPU torch build on our machines. The baseline needs only its modeling/ and utils/onnx modules,
-    so register the package without running its __init__ (here, in the benchmark script only)."""
-    if "segment_anything" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-
-        return
-    except Exception:
-        pass
-    spec = importlib.util.find_spec("segment_anything")
-    if spec is None:
-        return
-    package = types.ModuleType("segment_anything")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["segment_anything"] = package
-
-
 def main(argv: list[str]) -> int:
     from segdeploy.cli import app
 
-    allow_segment_anything_without_torchvision()
     quick = "--quick" in argv
     extra = [a for a in argv if a != "--quick"]
     runner = CliRunner()

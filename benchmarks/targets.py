@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from run_benchmarks import ROOT, allow_segment_anything_without_torchvision
+from run_benchmarks import ROOT
 
 
 def main(repeats: int) -> int:
-    allow_segment_anything_without_torchvision()
     from segdeploy.bench import BenchOptions, render_bench, run_bench
     from segdeploy.export import ExportOptions, export_onnx
 

@@ -1,9 +1,14 @@
 """The official `segment-anything` ONNX export (SamOnnxModel), rebuilt from the same weights, as the
-baseline `segdeploy bench --baseline official` measures beside ours. Needs the `official` extra."""
+baseline `segdeploy bench --baseline official` measures beside ours. Needs the `official` extra
+(segment-anything), not torchvision."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
+import sys
+import types
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,20 +20,44 @@ from segdeploy.graph_io import write_atomically
 from segdeploy.runners.base import Runner
 
 
-def _official_modules():
+INSTALL_HINT = "pip install 'segdeploy[official]' (or pip install segment-anything==1.0)"
+
+
+def import_official() -> tuple[types.ModuleType, types.ModuleType]:
+    """segment-anything's ``modeling`` and ``utils.onnx`` modules, the only parts the baseline uses.
+
+    The package's ``__init__`` imports torchvision (for its predictor), which is missing or does not
+    import beside some torch builds (the CPU one included). Where the package does not import, it is
+    registered without running its ``__init__``, so these two modules, which need only torch and
+    numpy, still load; the package's top-level names (``sam_model_registry``, ``SamPredictor``)
+    then stay unavailable in this process.
+    """
+    _register_package()
     try:
-        from segment_anything.modeling import (
-            MaskDecoder,
-            PromptEncoder,
-            TwoWayTransformer,
-        )
-        from segment_anything.utils.onnx import SamOnnxModel
+        modeling = importlib.import_module("segment_anything.modeling")
+        onnx_utils = importlib.import_module("segment_anything.utils.onnx")
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"the official baseline needs the segment-anything package and what it imports ({exc}); "
-            "pip install 'segdeploy[official]'"
-        ) from None
-    return MaskDecoder, PromptEncoder, TwoWayTransformer, SamOnnxModel
+        raise MissingDependencyError(f"the official baseline cannot import segment-anything ({exc}); {INSTALL_HINT}") from None
+    return modeling, onnx_utils
+
+
+def _register_package() -> None:
+    """Import ``segment_anything`` normally, or, where its ``__init__`` fails, register it bare."""
+    if sys.modules.get("segment_anything") is not None:
+        return
+    spec = importlib.util.find_spec("segment_anything")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"the official baseline needs the segment-anything package, which is not installed; {INSTALL_HINT}")
+    try:
+        importlib.import_module("segment_anything")
+        return
+    except Exception:  # its __init__ imports torchvision, which may be missing or fail to load (any error)
+        pass
+    for name in [name for name in sys.modules if name.startswith("segment_anything.")]:
+        del sys.modules[name]  # drop what the failed import left, so every module is loaded once below
+    package = types.ModuleType("segment_anything")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["segment_anything"] = package
 
 
 def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
@@ -36,12 +65,12 @@ def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
     with the official script's settings: only num_points dynamic, float orig_im_size."""
     import torch
 
-    MaskDecoder, PromptEncoder, TwoWayTransformer, SamOnnxModel = _official_modules()
+    modeling, onnx_utils = import_official()
     sam = torch.nn.Module()
-    sam.prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16)
-    sam.mask_decoder = MaskDecoder(
+    sam.prompt_encoder = modeling.PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16)
+    sam.mask_decoder = modeling.MaskDecoder(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
         transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
     )
     sam.load_state_dict(dict(state_dict), strict=True)
@@ -49,7 +78,7 @@ def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
     sam.image_encoder = torch.nn.Module()
     sam.image_encoder.img_size = 1024
     sam.mask_threshold = 0.0
-    model = SamOnnxModel(sam, return_single_mask=False).eval()
+    model = onnx_utils.SamOnnxModel(sam, return_single_mask=False).eval()
     dummy = {
         "image_embeddings": torch.randn(1, 256, 64, 64),
         "point_coords": torch.randint(0, 1024, (1, 5, 2), dtype=torch.float),

@@ -18,14 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segdeploy import __version__, contract
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, write_atomically
-from segdeploy.provenance import graph_settings, resolve_weights
+from segdeploy.provenance import graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEFAULT_PROMPTS = (1, 4, 16, 64)
@@ -51,6 +55,7 @@ class BenchOptions:
     out_dir: Path = DEFAULT_RESULTS
     name: str = "bench"
     seed: int = 0
+    images: int = 1  # multi-image graphs: prompts spread round-robin over this many images per call
 
 
 @dataclass
@@ -99,8 +104,11 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def bench_feeds(prompts: int, points: int, orig_size: tuple[int, int], rng: np.random.Generator, postprocess: bool) -> dict[str, np.ndarray]:
-    """B prompts of N point slots: N-1 clicks and SAM's padding point; no mask input."""
+def bench_feeds(
+    prompts: int, points: int, orig_size: tuple[int, int], rng: np.random.Generator, postprocess: bool, images: int | None = None,
+) -> dict[str, np.ndarray]:
+    """B prompts of N point slots: N-1 clicks and SAM's padding point; no mask input. ``images``
+    (multi-image flavor) spreads the prompts round-robin over that many images."""
     if points < 1 or prompts < 1:
         raise BadInputError("prompts and points must be at least 1")
     coords = (rng.random((prompts, points, 2)) * contract.MODEL_INPUT_SIZE).astype(np.float32)
@@ -108,31 +116,35 @@ def bench_feeds(prompts: int, points: int, orig_size: tuple[int, int], rng: np.r
     coords[:, -1] = 0.0
     labels[:, -1] = float(contract.Label.PADDING) if points > 1 else 1.0
     feeds = {
-        "image_embeddings": (0.5 * rng.standard_normal(contract.IMAGE_EMBEDDINGS.dims)).astype(np.float32),
+        "image_embeddings": (0.5 * rng.standard_normal((images or 1, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
+    }
+    if images is not None:
+        feeds["image_index"] = (np.arange(prompts) % images).astype(np.int64)
+    feeds |= {
         "point_coords": coords,
         "point_labels": labels,
         "mask_input": np.zeros((prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE), np.float32),
         "has_mask_input": np.zeros(prompts, np.float32),
     }
-    if postprocess:
+    if postprocess and images is None:
         feeds["orig_im_size"] = np.array(orig_size, np.int64)
     return feeds
 
 
-def open_runners(options: BenchOptions, postprocess: bool, mask_output, metadata: dict, scratch: Path) -> dict[str, Runner]:
+def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: dict, scratch: Path) -> dict[str, Runner]:
     """Runners by label: each requested backend, then the baseline (exported into ``scratch``)."""
     from segdeploy.runners.factory import make_runner
 
     runners: dict[str, Runner] = {}
     for backend in options.backends:
         runners[backend] = make_runner(
-            backend, options.onnx, metadata, postprocess, mask_output,
-            threads=options.threads, checkpoint=options.checkpoint, engine=options.engine,
+            backend, options.onnx, metadata, layout.postprocess, layout.mask_output,
+            threads=options.threads, checkpoint=options.checkpoint, engine=options.engine, multi_image=layout.multi_image,
         )
     if options.baseline:
         from segdeploy.baseline import OfficialOrtRunner, export_official
 
-        if not postprocess:
+        if not layout.postprocess:
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
         path = Path(options.baseline)
         if options.baseline == "official":
@@ -159,36 +171,41 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     if unknown:
         raise BadInputError(f"unknown backend {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
     metadata = read_metadata(load_graph(options.onnx))
-    mask_output, postprocess, precision = graph_settings(metadata, options.onnx)
+    layout, precision = graph_layout(metadata, options.onnx)
+    if options.images < 1 or (options.images > 1 and not layout.multi_image):
+        raise BadInputError("--images N > 1 needs a multi-image graph (segdeploy export --multi-image)" if options.images > 1 else "--images must be at least 1")
     form = f"attention={metadata.get('attention', 'plain')}, upscale={metadata.get('upscale', 'convtranspose')}, precision={precision}"
+    if layout.multi_image:
+        form += f", multi-image ({options.images} per call)"
     report = BenchReport(
         graph=str(options.onnx), form=form, machine=machine_info(options.threads),
         options={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
     )
     _limit_torch_threads(options.threads)
     with tempfile.TemporaryDirectory(prefix="segdeploy-bench-") as scratch:
-        runners = open_runners(options, postprocess, mask_output, metadata, Path(scratch))
-        _measure(options, runners, postprocess, report, tick)
+        runners = open_runners(options, layout, metadata, Path(scratch))
+        _measure(options, runners, layout, report, tick)
     write_results(report, options.out_dir, options.name)
     return report
 
 
-def _measure(options: BenchOptions, runners: dict[str, Runner], postprocess: bool, report: BenchReport, tick: Progress) -> None:
+def _measure(options: BenchOptions, runners: dict[str, Runner], layout: contract.GraphLayout, report: BenchReport, tick: Progress) -> None:
     """Interleaved rounds over every (prompts, points) cell; appends rows to ``report``."""
     rng = np.random.default_rng(options.seed)
     cells = [(b, n) for n in options.points for b in options.prompts]
+    images = options.images if layout.multi_image else None
     for runner in runners.values():
         runner.activate()
     try:
         if options.warmup:  # burn-in: allocator arenas, caches and clocks settle before the first cell
-            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, postprocess)
+            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, layout.postprocess, images)
             for runner in runners.values():
                 deadline = time.perf_counter() + BURN_IN_SECONDS
                 while time.perf_counter() < deadline:
                     runner.infer(feeds)
         for index, (prompts, points) in enumerate(cells):
             tick(index, len(cells), f"B={prompts} N={points}")
-            feeds = bench_feeds(prompts, points, options.orig_size, rng, postprocess)
+            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images)
             times: dict[str, list[float]] = {label: [] for label in runners}
             for round_index in range(options.warmup + options.runs):
                 for label, runner in runners.items():
@@ -236,6 +253,19 @@ def write_results(report: BenchReport, out_dir: Path, name: str) -> None:
 
 
 def plot_png(report: BenchReport) -> bytes:
+    """The per-prompt latency plot as PNG bytes."""
+    figure = plot_figure(report)
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_figure(report: BenchReport) -> Figure:
+    """Per-prompt p50 over prompts per call, one line per backend and point count; the y-axis starts
+    at zero, so a few percent look like a few percent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,17 +279,15 @@ def plot_png(report: BenchReport) -> bytes:
         rows.sort(key=lambda r: r.prompts)
         axis.plot([r.prompts for r in rows], [r.per_prompt_ms for r in rows], marker="o", label=f"{backend}, N={points}")
     axis.set_xscale("log", base=2)
+    axis.set_ylim(bottom=0)
     axis.set_xlabel("prompts per call (B)")
     axis.set_ylabel("ms per prompt (p50)")
     machine = report.machine
     axis.set_title(f"{report.form}\n{machine['cpu']}, {machine['threads']} threads", fontsize=8)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure
 
 
 def render_bench(report: BenchReport) -> str:

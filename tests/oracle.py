@@ -1,35 +1,20 @@
 """The `segment-anything` reference implementation, loaded as a test oracle.
 
 Its package ``__init__`` imports torchvision, which does not import beside the CPU torch build on
-these machines; the oracle needs only ``segment_anything.modeling``, so the package is registered
-without running its ``__init__``. This workaround lives in the tests only.
+these machines; the oracle needs only ``modeling`` and ``utils.onnx``, which
+``segdeploy.baseline.import_official`` loads with or without torchvision.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-
 import torch
 
-
-def _modeling():
-    if "segment_anything" not in sys.modules:
-        spec = importlib.util.find_spec("segment_anything")
-        if spec is None:
-            raise ImportError("segment-anything is not installed (pip install -e '.[test]')")
-        package = types.ModuleType("segment_anything")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["segment_anything"] = package
-    import segment_anything.modeling as modeling
-
-    return modeling
+from segdeploy.baseline import import_official
 
 
 def official_decoder(state_dict: dict[str, torch.Tensor]):
     """The official PromptEncoder and MaskDecoder holding our weights (strict load)."""
-    modeling = _modeling()
+    modeling, _ = import_official()
     prompt_encoder = modeling.PromptEncoder(
         embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
     )
@@ -65,11 +50,8 @@ def official_predict(holder, embeddings, points, labels, box, mask, multimask: b
 
 def official_onnx_model(state_dict: dict[str, torch.Tensor], return_single_mask: bool = False):
     """The official SamOnnxModel export wrapper around a Sam holding our decoder weights."""
-    _modeling()
-    from segment_anything.utils.onnx import SamOnnxModel
-
     sam = official_decoder(state_dict).requires_grad_(False)
     sam.image_encoder = torch.nn.Module()
     sam.image_encoder.img_size = 1024
     sam.mask_threshold = 0.0
-    return SamOnnxModel(sam, return_single_mask=return_single_mask).eval()
+    return import_official()[1].SamOnnxModel(sam, return_single_mask=return_single_mask).eval()

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
-from oracle import _modeling
 from typer.testing import CliRunner
 
-from segdeploy.bench import BenchOptions, run_bench
+from segdeploy.bench import BenchOptions, BenchReport, BenchRow, plot_figure, run_bench
 from segdeploy.cli import app
 
 
 def test_bench_with_official_baseline_writes_json_csv_png(exported, tmp_path):
-    _modeling()  # the official package without its torchvision-importing __init__ (test setup only)
     report = run_bench(BenchOptions(
         onnx=exported.path, backends=("onnxruntime", "torch"), prompts=(1, 2), points=(2,), orig_size=(96, 128),
         runs=2, warmup=0, baseline="official", out_dir=tmp_path, name="t",
@@ -50,3 +51,40 @@ def test_bench_bad_input(exported, tmp_path, args, message):
     result = CliRunner().invoke(app, ["bench", "--onnx", str(exported.path), "--out-dir", str(tmp_path), "--runs", "1", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_official_baseline_imports_without_torchvision():
+    """segment-anything's __init__ imports torchvision; its modeling and ONNX wrapper must not need it."""
+    script = (
+        "import sys; sys.modules['torchvision'] = None\n"  # None in sys.modules: every import of it fails
+        "from segdeploy.baseline import import_official\n"
+        "modeling, onnx_utils = import_official()\n"
+        "print(modeling.MaskDecoder.__module__, onnx_utils.SamOnnxModel.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["segment_anything.modeling.mask_decoder", "segment_anything.utils.onnx"]
+
+
+def test_bench_official_baseline_without_segment_anything_names_the_install(exported, tmp_path, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "segment_anything", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "segment_anything" else find_spec(name, *a))
+    result = CliRunner().invoke(app, [
+        "bench", "--onnx", str(exported.path), "--baseline", "official", "--prompts", "1", "--points", "2",
+        "--runs", "1", "--warmup", "0", "--out-dir", str(tmp_path),
+    ])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "pip install 'segdeploy[official]'" in result.output
+    assert "segment-anything==1.0" in result.output
+
+
+def test_plot_y_axis_starts_at_zero():
+    import matplotlib.pyplot as plt
+
+    rows = [BenchRow("onnxruntime", b, 2, 1, 100.0 + b, 100.0 + b, 100.0 + b, 100.0 + b, 10.0) for b in (1, 4)]
+    report = BenchReport(graph="g.onnx", form="f", machine={"cpu": "cpu", "threads": 2}, options={}, rows=rows)
+    figure = plot_figure(report)
+    bottom, top = figure.axes[0].get_ylim()
+    plt.close(figure)
+    assert bottom == 0 and top >= 104

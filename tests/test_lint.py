@@ -145,12 +145,9 @@ def test_fewtoken_form_is_reported_as_not_fusable(exported):
 
 
 def test_the_official_export_does_not_lint_clean(tmp_path):
-    from oracle import _modeling
-
     from segdeploy.baseline import export_official
     from segdeploy.weights import load_decoder
 
-    _modeling()
     path = export_official(load_decoder(seed=0)[0].state_dict(), tmp_path / "official.onnx")
     found = {rule for rule, _ in rules(path)}
     assert {"shape-input-dtype", "attention-scale", "layernorm-primitive", "shape-path-op"} <= found

@@ -3,3 +3,14 @@ to the eager model. Importing this package imports nothing heavy; torch, onnx, o
 TensorRT are loaded by the modules that need them."""
 
 __version__ = "0.1.0"
+
+__all__ = ["Decoder", "Prediction", "Prompt", "__version__"]
+
+
+def __getattr__(name: str):
+    """``segdeploy.Decoder``, ``segdeploy.Prompt`` and ``segdeploy.Prediction``, imported on first use."""
+    if name in ("Decoder", "Prediction", "Prompt"):
+        from segdeploy import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'segdeploy' has no attribute {name!r}")

@@ -30,6 +30,7 @@ class CaseSpec:
     orig_size: tuple[int, int]  # (H, W)
     mask_input: str = "off"  # "off", "on", "mixed"
     max_clicks: int = 4
+    images: int = 1  # the multi-image flavor: prompts spread over this many images
 
 
 MATRIX: tuple[CaseSpec, ...] = (
@@ -43,6 +44,17 @@ MATRIX: tuple[CaseSpec, ...] = (
     CaseSpec("tiny image", 2, ("box+clicks",), (17, 23)),
     CaseSpec("large image", 1, ("box+clicks",), (3000, 4000), "on"),
     CaseSpec("32 prompts ragged", 32, ("click", "clicks", "box", "box+clicks"), (256, 192), "mixed"),
+)
+
+# The multi-image flavor's matrix: every row but the first spreads its prompts over several images
+# (some images may get no prompt); the coordinates' frame comes from orig_size as above.
+MULTI_IMAGE_MATRIX: tuple[CaseSpec, ...] = (
+    CaseSpec("one image, one click", 1, ("click",), (1024, 1024)),
+    CaseSpec("2 images, boxes", 4, ("box",), (720, 1280), images=2),
+    CaseSpec("3 images, ragged mixed prompts", 7, ("click", "box", "clicks", "box+clicks"), (480, 640), "mixed", images=3),
+    CaseSpec("5 images, box plus clicks, mask input", 3, ("box+clicks",), (1080, 1920), "on", images=5),
+    CaseSpec("8 images, 24 prompts ragged", 24, ("click", "clicks", "box", "box+clicks"), (1500, 1000), "mixed", images=8),
+    CaseSpec("2 images, 16 points", 2, ("max-clicks", "clicks"), (1024, 768), max_clicks=15, images=2),
 )
 
 
@@ -61,6 +73,14 @@ class Case:
     @property
     def num_points(self) -> int:
         return int(self.feeds[contract.POINT_COORDS.name].shape[1])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.feeds[contract.IMAGE_EMBEDDINGS.name].shape[0])
+
+    @property
+    def is_multi_image(self) -> bool:
+        return contract.IMAGE_INDEX.name in self.feeds
 
 
 def prepadded(orig_size: tuple[int, int]) -> tuple[int, int]:
@@ -103,8 +123,8 @@ def _mask_logits(rng: np.random.Generator) -> np.ndarray:
     return MASK_LOGIT_SCALE * np.kron(coarse, np.ones((side // 8, side // 8), np.float32))
 
 
-def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True) -> Case:
-    """Draw the values of one case."""
+def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True, multi_image: bool = False) -> Case:
+    """Draw the values of one case; ``multi_image`` writes the multi-image flavor's feeds."""
     frame = prepadded(spec.orig_size)
     prompts = [_prompt(rng, spec.kinds[i % len(spec.kinds)], frame, spec.max_clicks) for i in range(spec.prompts)]
     width = max(len(p) for p in prompts)
@@ -118,28 +138,39 @@ def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True
         coords[b, len(prompt):] = rng.uniform(0, contract.MODEL_INPUT_SIZE, (width - len(prompt), 2))
     has_mask = {"off": np.zeros, "on": np.ones}.get(spec.mask_input)
     has_mask_input = has_mask(spec.prompts, np.float32) if has_mask else (rng.random(spec.prompts) < 0.5).astype(np.float32)
+    images = spec.images if multi_image else 1
     feeds = {
-        contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal(contract.IMAGE_EMBEDDINGS.dims)).astype(np.float32),
+        contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal((images, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
+    }
+    if multi_image:
+        feeds[contract.IMAGE_INDEX.name] = rng.integers(0, images, spec.prompts).astype(np.int64)
+    feeds |= {
         contract.POINT_COORDS.name: coords,
         contract.POINT_LABELS.name: labels,
         contract.MASK_INPUT.name: np.stack([_mask_logits(rng)[None] for _ in range(spec.prompts)]),
         contract.HAS_MASK_INPUT.name: has_mask_input,
     }
-    if postprocess:
+    if postprocess and not multi_image:
         feeds[contract.ORIG_IM_SIZE.name] = np.array(spec.orig_size, np.int64)
     return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts])
 
 
-def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True) -> list[Case]:
-    """Draw ``count`` cases cycling through MATRIX (default: each row once)."""
-    count = len(MATRIX) if count is None else count
-    return [draw_case(MATRIX[i % len(MATRIX)], rng, postprocess) for i in range(count)]
+def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True, multi_image: bool = False) -> list[Case]:
+    """Draw ``count`` cases cycling through the flavor's matrix (default: each row once)."""
+    matrix = MULTI_IMAGE_MATRIX if multi_image else MATRIX
+    count = len(matrix) if count is None else count
+    return [draw_case(matrix[i % len(matrix)], rng, postprocess, multi_image) for i in range(count)]
 
 
 def single_prompt(case: Case, index: int) -> dict[str, np.ndarray]:
-    """The feeds of prompt ``index`` alone, without its ignored slots."""
+    """The feeds of prompt ``index`` alone, without its ignored slots (and, in the multi-image
+    flavor, with its own image only)."""
     length = case.lengths[index]
     feeds = dict(case.feeds)
+    if case.is_multi_image:
+        image = int(case.feeds[contract.IMAGE_INDEX.name][index])
+        feeds[contract.IMAGE_EMBEDDINGS.name] = np.ascontiguousarray(case.feeds[contract.IMAGE_EMBEDDINGS.name][image : image + 1])
+        feeds[contract.IMAGE_INDEX.name] = np.zeros(1, np.int64)
     for name in (contract.POINT_COORDS.name, contract.POINT_LABELS.name):
         feeds[name] = np.ascontiguousarray(case.feeds[name][index : index + 1, :length])
     for name in (contract.MASK_INPUT.name, contract.HAS_MASK_INPUT.name):

@@ -111,12 +111,13 @@ def export(
     seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
     mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0; all: tokens 0..3.")] = MaskOutput.MULTI,
-    postprocess: Annotated[bool, typer.Option(help="Include orig_im_size and the full-size `masks` output.")] = True,
+    postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
     target: Annotated[Target, typer.Option(help="Runtime the graph form is chosen for (see --attention/--upscale).")] = Target.ONNXRUNTIME,
     attention: Annotated[Optional[AttentionForm], typer.Option(help="Attention form; default: the target's (onnxruntime: fewtoken, tensorrt: plain). onnx: the Attention operator, needs --opset 23.")] = None,
     upscale: Annotated[Optional[UpscaleForm], typer.Option(help="Upscaling form; default: the target's (onnxruntime: matmul, tensorrt: convtranspose).")] = None,
     precision: Annotated[Precision, typer.Option(help="Typed graph: matrix work in this type, LayerNorm/softmax in fp32, I/O float32.")] = Precision.FP32,
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default: export/<variant>_<mask-output>[_<precision>]_<target>_opset<N>.onnx).")] = None,
+    multi_image: Annotated[bool, typer.Option("--multi-image", help="The multi-image flavor: image_embeddings [I,256,64,64] plus a per-prompt image_index; masks are resized on the host.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: export/<variant>_<mask-output>[_multiimage][_<precision>]_<target>_opset<N>.onnx).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the export report as JSON.")] = None,
 ) -> None:
     """Export the decoder to an ONNX graph with dynamic prompt and point counts."""
@@ -125,7 +126,7 @@ def export(
     options = ExportOptions(
         variant=variant.value, checkpoint=checkpoint, seed=seed, opset=opset,
         mask_output=mask_output, postprocess=postprocess, out=out,
-        target=target, attention=attention, upscale=upscale, precision=precision,
+        target=target, attention=attention, upscale=upscale, precision=precision, multi_image=multi_image,
     )
     with spinner_progress("export") as (step, _):
         result = export_onnx(options, step)
@@ -210,6 +211,7 @@ def bench(
     engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the JSON, CSV and PNG go.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
+    images: Annotated[int, typer.Option(help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
     from segdeploy.bench import BenchOptions, render_bench, run_bench
@@ -217,7 +219,7 @@ def bench(
     options = BenchOptions(
         onnx=onnx or call(newest_export), backends=tuple(backend), prompts=parse_int_list(prompts, "--prompts"),
         points=parse_int_list(points, "--points"), orig_size=parse_size(orig_size), threads=threads, runs=runs,
-        warmup=warmup, baseline=baseline, checkpoint=checkpoint, engine=engine, out_dir=out_dir, name=name,
+        warmup=warmup, baseline=baseline, checkpoint=checkpoint, engine=engine, out_dir=out_dir, name=name, images=images,
     )
     with spinner_progress("bench") as (_, count):
         result = run_bench(options, count)

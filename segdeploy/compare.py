@@ -83,13 +83,10 @@ def compare_outputs(
     return results
 
 
-def contract_problems(declared_inputs, declared_outputs, mask_output: contract.MaskOutput, postprocess: bool) -> list[str]:
+def contract_problems(declared_inputs, declared_outputs, layout: contract.GraphLayout) -> list[str]:
     """Differences between a graph's declared I/O and the contract (names, order, dtypes, dims)."""
     problems = []
-    for kind, declared, expected in (
-        ("input", declared_inputs, contract.input_specs(postprocess)),
-        ("output", declared_outputs, contract.output_specs(mask_output, postprocess)),
-    ):
+    for kind, declared, expected in (("input", declared_inputs, layout.inputs()), ("output", declared_outputs, layout.outputs())):
         if [s.name for s in declared] != [s.name for s in expected]:
             problems.append(f"{kind}s are {[s.name for s in declared]}, contract says {[s.name for s in expected]}")
             continue

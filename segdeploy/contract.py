@@ -53,6 +53,7 @@ class DimName(str, enum.Enum):
 
     PROMPTS = "num_prompts"
     POINTS = "num_points"
+    IMAGES = "num_images"  # the multi-image flavor's image count
     MASK_HEIGHT = "mask_height"
     MASK_WIDTH = "mask_width"
 
@@ -82,8 +83,17 @@ MASK_INPUT = TensorSpec("mask_input", "float32", (P, 1, LOW_RES_SIZE, LOW_RES_SI
 HAS_MASK_INPUT = TensorSpec("has_mask_input", "float32", (P,), "1 to use mask_input for that prompt, else 0")
 ORIG_IM_SIZE = TensorSpec("orig_im_size", "int64", (2,), "original image (H, W); a shape tensor")
 
+# The multi-image flavor: several images' embeddings, and which one each prompt reads.
+IMAGE_EMBEDDINGS_MULTI = TensorSpec(
+    "image_embeddings", "float32", (DimName.IMAGES.value, EMBED_DIM, EMBEDDING_SIZE, EMBEDDING_SIZE),
+    "the embeddings of every image a batch of prompts refers to",
+)
+IMAGE_INDEX = TensorSpec("image_index", "int64", (P,), "which image (row of image_embeddings) each prompt is on")
 
-def input_specs(postprocess: bool = True) -> list[TensorSpec]:
+
+def input_specs(postprocess: bool = True, multi_image: bool = False) -> list[TensorSpec]:
+    if multi_image:  # no in-graph postprocessing: original sizes differ per image
+        return [IMAGE_EMBEDDINGS_MULTI, IMAGE_INDEX, POINT_COORDS, POINT_LABELS, MASK_INPUT, HAS_MASK_INPUT]
     specs = [IMAGE_EMBEDDINGS, POINT_COORDS, POINT_LABELS, MASK_INPUT, HAS_MASK_INPUT]
     return specs + [ORIG_IM_SIZE] if postprocess else specs
 
@@ -101,6 +111,33 @@ def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[Tens
         )
         specs.insert(0, masks)
     return specs
+
+
+@dataclass(frozen=True)
+class GraphLayout:
+    """Which inputs and outputs a graph has: the mask tokens it returns, whether it resizes masks to
+    the original size itself, and whether it takes several images (the multi-image flavor)."""
+
+    mask_output: MaskOutput = MaskOutput.MULTI
+    postprocess: bool = True
+    multi_image: bool = False
+
+    def __post_init__(self) -> None:
+        if self.multi_image and self.postprocess:
+            raise ValueError("the multi-image flavor has no in-graph postprocessing")
+
+    def inputs(self) -> list[TensorSpec]:
+        return input_specs(self.postprocess, self.multi_image)
+
+    def outputs(self) -> list[TensorSpec]:
+        return output_specs(self.mask_output, self.postprocess)
+
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs()]
+
+    @property
+    def flavor(self) -> str:
+        return "multi" if self.multi_image else "single"
 
 
 @dataclass(frozen=True)
@@ -136,5 +173,5 @@ TOLERANCES: dict[str, Tolerance] = {
 META_PREFIX = "segdeploy."
 META_KEYS = (
     "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
-    "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target",
+    "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target", "images",
 )

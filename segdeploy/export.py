@@ -41,12 +41,20 @@ class ExportOptions:
     seed: int = 0
     opset: int = contract.MIN_OPSET
     mask_output: MaskOutput = MaskOutput.MULTI
-    postprocess: bool = True
+    postprocess: bool | None = None  # None: on for the single-image flavor, off for multi-image
     out: Path | None = None
     target: Target = Target.ONNXRUNTIME
     attention: AttentionForm | None = None  # None: the target's default
     upscale: UpscaleForm | None = None  # None: the target's default
     precision: Precision = Precision.FP32
+    multi_image: bool = False
+
+    @property
+    def layout(self) -> contract.GraphLayout:
+        if self.multi_image and self.postprocess:
+            raise BadInputError("the multi-image flavor resizes masks on the host (original sizes differ per image); drop --postprocess")
+        postprocess = not self.multi_image if self.postprocess is None else self.postprocess
+        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image)
 
     @property
     def form(self) -> GraphForm:
@@ -54,7 +62,8 @@ class ExportOptions:
         return GraphForm(self.attention or attention, self.upscale or upscale, self.precision)
 
     def default_path(self) -> Path:
-        post = "" if self.postprocess else "_nopost"
+        layout = self.layout
+        post = "_multiimage" if layout.multi_image else "" if layout.postprocess else "_nopost"
         precision = "" if self.precision is Precision.FP32 else f"_{self.precision.value}"
         return DEFAULT_EXPORT_DIR / f"{self.variant}_{self.mask_output.value}{post}{precision}_{self.target.value}_opset{self.opset}.onnx"
 
@@ -102,7 +111,8 @@ def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, st
         "random_seed": "" if weights.seed is None else str(weights.seed),
         "opset": str(options.opset),
         "mask_output": options.mask_output.value,
-        "postprocess": "1" if options.postprocess else "0",
+        "postprocess": "1" if options.layout.postprocess else "0",
+        "images": options.layout.flavor,
         "precision": options.form.precision.value,
         "attention": options.form.attention.value,
         "upscale": options.form.upscale.value,
@@ -110,18 +120,21 @@ def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, st
     }
 
 
-def example_inputs(postprocess: bool, prompts: int = 2, points: int = 3):
+def example_inputs(layout: contract.GraphLayout, prompts: int = 2, points: int = 3):
     """Inputs for tracing, shaped by the contract (values do not matter: nothing is data-dependent)."""
     import torch
 
-    feeds = [
-        torch.zeros(contract.IMAGE_EMBEDDINGS.dims),
+    if layout.multi_image:  # two images, so the image count is traced as a dimension, not a constant
+        images = [torch.zeros((2, *contract.IMAGE_EMBEDDINGS.dims[1:])), torch.tensor([1, 0] * (prompts // 2) + [0] * (prompts % 2))]
+    else:
+        images = [torch.zeros(contract.IMAGE_EMBEDDINGS.dims)]
+    feeds = images + [
         torch.zeros(prompts, points, 2),
         torch.ones(prompts, points),
         torch.zeros(prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
         torch.zeros(prompts),
     ]
-    if postprocess:
+    if layout.postprocess:
         feeds.append(torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64))
     return tuple(feeds)
 
@@ -147,8 +160,8 @@ def trace_to_onnx(graph_module, options: ExportOptions):
     import onnx
     import torch
 
-    inputs = contract.input_specs(options.postprocess)
-    outputs = contract.output_specs(options.mask_output, options.postprocess)
+    layout = options.layout
+    inputs, outputs = layout.inputs(), layout.outputs()
     dynamic_axes = {
         spec.name: {i: d for i, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs + outputs
     }
@@ -157,7 +170,7 @@ def trace_to_onnx(graph_module, options: ExportOptions):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph_module,
-            example_inputs(options.postprocess),
+            example_inputs(layout),
             buffer,
             dynamo=False,
             opset_version=min(options.opset, MAX_TRACE_OPSET),
@@ -176,16 +189,17 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     """Export the decoder described by ``options``; returns what was written."""
     import onnx
 
-    from segdeploy.model import DecoderGraph
+    from segdeploy.model import decoder_graph
     from segdeploy.weights import load_decoder
 
     say = progress or (lambda _msg: None)
     form = options.form
     validate_opset(options.opset, form.attention)
+    layout = options.layout
     started = time.perf_counter()
     say("loading weights")
     decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
-    graph_module = DecoderGraph(decoder, options.mask_output, options.postprocess, form).eval()
+    graph_module = decoder_graph(decoder, layout, form).eval()
     say("tracing to ONNX")
     model = trace_to_onnx(graph_module, options)
     say("optimizing the graph")
@@ -208,7 +222,7 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
         weights=weights,
         opset=options.opset,
         mask_output=options.mask_output.value,
-        postprocess=options.postprocess,
+        postprocess=layout.postprocess,
         node_count=len(model.graph.node),
         op_counts=dict(sorted(ops.items())),
         size_bytes=len(data),

@@ -32,6 +32,13 @@ def resolve_weights(metadata: dict[str, str], checkpoint: Path | None, graph: Pa
 
 def graph_settings(metadata: dict[str, str], graph: Path) -> tuple[MaskOutput, bool, str]:
     """Mask output, postprocess flag and precision recorded at export."""
+    layout, precision = graph_layout(metadata, graph)
+    return layout.mask_output, layout.postprocess, precision
+
+
+def graph_layout(metadata: dict[str, str], graph: Path) -> tuple[contract.GraphLayout, str]:
+    """The graph's layout (mask output, postprocess, image flavor) and precision recorded at export.
+    Graphs written before the multi-image flavor existed carry no ``images`` key: single-image."""
     if not metadata:
         raise BadInputError(f"{graph} carries no segdeploy metadata; verify needs a graph made by `segdeploy export`")
     if metadata.get("contract_version") != contract.CONTRACT_VERSION:
@@ -43,6 +50,13 @@ def graph_settings(metadata: dict[str, str], graph: Path) -> tuple[MaskOutput, b
     precision = metadata.get("precision", "fp32")
     if precision not in contract.TOLERANCES:
         raise BadInputError(f"{graph} has precision {precision!r}, which has no tolerance in this segdeploy")
-    return mask_output, metadata.get("postprocess") == "1", precision
+    flavor = metadata.get("images", "single")
+    if flavor not in ("single", "multi"):
+        raise BadInputError(f"{graph} has an unknown image flavor {flavor!r}")
+    multi_image = flavor == "multi"
+    postprocess = metadata.get("postprocess") == "1"
+    if multi_image and postprocess:
+        raise BadInputError(f"{graph} claims the multi-image flavor with in-graph postprocessing, which segdeploy never writes")
+    return contract.GraphLayout(mask_output, postprocess, multi_image), precision
 
 

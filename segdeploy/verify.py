@@ -21,7 +21,7 @@ from segdeploy.compare import (
 )
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
-from segdeploy.provenance import graph_settings, resolve_weights
+from segdeploy.provenance import graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
 
 Progress = Callable[[int, int, str], None]
@@ -36,6 +36,7 @@ class CaseResult:
     mask_input: str
     outputs: list[OutputMetrics]
     ragged: OutputMetrics | None = None  # batched vs each prompt alone, on the candidate
+    images: int = 1  # images in the call (multi-image flavor)
 
     @property
     def passed(self) -> bool:
@@ -114,12 +115,13 @@ def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: cont
         orig_size=case.spec.orig_size,
         mask_input=case.spec.mask_input,
         outputs=compare_outputs(expected, got, tolerance),
+        images=case.num_images,
     )
-    if case.is_ragged:
+    if case.is_ragged or case.num_images > 1:
         name = "low_res_masks"
         alone = np.concatenate([candidate.infer(single_prompt(case, b))[name] for b in range(case.spec.prompts)])
         metrics = compare_output(name, alone, got[name], tolerance)
-        metrics.name = "ragged batch vs each prompt alone (low_res_masks)"
+        metrics.name = "batch vs each prompt alone on its own image (low_res_masks)"
         result.ragged = metrics
     return result
 
@@ -135,19 +137,20 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         raise BadInputError("--cases must be at least 1")
     model = load_graph(options.onnx)
     metadata = read_metadata(model)
-    mask_output, postprocess, precision = graph_settings(metadata, options.onnx)
+    layout, precision = graph_layout(metadata, options.onnx)
+    mask_output, postprocess, multi_image = layout.mask_output, layout.postprocess, layout.multi_image
     if options.engine is not None:
         precision = engine_precision(options.engine)
     tolerance = contract.TOLERANCES[precision]
     decoder, weights = resolve_weights(metadata, options.checkpoint, options.onnx)
     seed = options.seed if options.seed is not None else secrets.randbits(31)
 
-    reference = TorchRunner(decoder, mask_output, postprocess)
+    reference = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image)
     if candidate is None and options.engine is not None:
         check_engine_source(options.engine, options.onnx)
-        candidate = make_runner("tensorrt", options.onnx, metadata, postprocess, mask_output, engine=options.engine)
+        candidate = make_runner("tensorrt", options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image)
     if candidate is None:
-        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads)
+        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,
@@ -156,13 +159,13 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         weights=weights.description,
         seed=seed,
         tolerance=asdict(tolerance),
-        contract_problems=contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), mask_output, postprocess),
+        contract_problems=contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), layout),
     )
     del model
     if report.contract_problems:  # running would only fail on names; report the drift itself
         report.seconds = time.perf_counter() - started
         return report
-    cases = draw_cases(np.random.default_rng(seed), options.cases, postprocess)
+    cases = draw_cases(np.random.default_rng(seed), options.cases, postprocess, multi_image)
     with reference, candidate:
         for index, case in enumerate(cases):
             tick(index, len(cases), case.spec.name)
@@ -184,8 +187,9 @@ def render_report(report: VerifyReport) -> str:
         rows = case.outputs + ([case.ragged] if case.ragged else [])
         for i, o in enumerate(rows):
             label = case.name if i == 0 else ""
-            b, n, size = (str(case.prompts), str(case.points), f"{case.orig_size[0]}x{case.orig_size[1]}") if i == 0 else ("", "", "")
-            name = "ragged vs alone" if o is case.ragged else o.name
+            where = f"{case.images} images" if case.images > 1 else f"{case.orig_size[0]}x{case.orig_size[1]}"
+            b, n, size = (str(case.prompts), str(case.points), where) if i == 0 else ("", "", "")
+            name = "batch vs alone" if o is case.ragged else o.name
             iou_w = f"{o.mask_iou_worst:.5f}" if o.mask_iou_worst is not None else "-"
             iou_m = f"{o.mask_iou_mean:.5f}" if o.mask_iou_mean is not None else "-"
             ok = "ok" if o.passed else f"FAIL: {o.failure}"

@@ -71,3 +71,23 @@ def exported_model(exported):
     import onnx
 
     return onnx.load(str(exported.path))
+
+
+@pytest.fixture(scope="session")
+def exported_all(tmp_path_factory):
+    """A single-image graph with every mask token (--mask-output all): serves both multimask settings."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("export-all") / "decoder_all.onnx"
+    return export_onnx(ExportOptions(out=path, mask_output=MaskOutput.ALL))
+
+
+@pytest.fixture(scope="session")
+def exported_multi(tmp_path_factory):
+    """The multi-image flavor (--multi-image --mask-output all), random weights seed 0."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("export-multi") / "decoder_multi.onnx"
+    return export_onnx(ExportOptions(out=path, mask_output=MaskOutput.ALL, multi_image=True))

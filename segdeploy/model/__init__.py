@@ -5,7 +5,9 @@ from segdeploy.model.sam_decoder import (
     VARIANTS,
     DecoderConfig,
     DecoderGraph,
+    MultiImageDecoderGraph,
     SamDecoder,
+    decoder_graph,
 )
 
-__all__ = ["DEFAULT_VARIANT", "VARIANTS", "DecoderConfig", "DecoderGraph", "SamDecoder"]
+__all__ = ["DEFAULT_VARIANT", "VARIANTS", "DecoderConfig", "DecoderGraph", "MultiImageDecoderGraph", "SamDecoder", "decoder_graph"]

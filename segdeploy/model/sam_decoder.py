@@ -114,14 +114,32 @@ class DecoderGraph(nn.Module):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
+        return self.decode(image_embeddings, None, point_coords, point_labels, mask_input, has_mask_input, orig_im_size)
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """The contract's outputs. ``image_index`` [B] picks each prompt's image out of
+        ``image_embeddings`` [I,C,h,w] (one Gather); None broadcasts the one image over every prompt."""
         prompt_encoder = self.decoder.prompt_encoder
         sparse = prompt_encoder.embed_points(point_coords, point_labels)
         channels_last = self.form.upscale == UpscaleForm.MATMUL
         height, width = image_embeddings.shape[-2:]
-        if channels_last:  # the image is transposed once, not once per prompt
+        if channels_last:  # the images are transposed once, not once per prompt
             image_tokens = image_embeddings.flatten(2).transpose(1, 2)
+            if image_index is not None:
+                image_tokens = torch.index_select(image_tokens, 0, image_index)
             src = image_tokens + prompt_encoder.embed_masks_channels_last(mask_input, has_mask_input)
         else:
+            if image_index is not None:
+                image_embeddings = torch.index_select(image_embeddings, 0, image_index)
             src = (image_embeddings + prompt_encoder.embed_masks(mask_input, has_mask_input)).flatten(2).transpose(1, 2)
         pos_tokens = self.image_pe.flatten(2).transpose(1, 2)
 
@@ -146,6 +164,32 @@ class DecoderGraph(nn.Module):
             raise ValueError("orig_im_size is required when postprocess is on")
         masks = upscale_masks(low_res_masks, orig_im_size)
         return masks, iou_predictions, low_res_masks
+
+
+class MultiImageDecoderGraph(DecoderGraph):
+    """The multi-image flavor: prompts on several images in one call, each prompt naming its image
+    by ``image_index``; no in-graph postprocessing (original sizes differ per image)."""
+
+    def __init__(self, decoder: SamDecoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
+        super().__init__(decoder, mask_output, postprocess=False, form=form)
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        image_index: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.decode(image_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input)
+
+
+def decoder_graph(decoder: SamDecoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> DecoderGraph:
+    """The module whose inputs and outputs are ``layout``'s, in ``form``."""
+    if layout.multi_image:
+        return MultiImageDecoderGraph(decoder, layout.mask_output, form)
+    return DecoderGraph(decoder, layout.mask_output, layout.postprocess, form)
 
 
 def upscale_masks(low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:

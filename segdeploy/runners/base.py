@@ -43,6 +43,11 @@ def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) ->
         bad = np.setdiff1d(np.unique(labels), sorted(contract.VALID_LABELS))
         if bad.size:
             raise BadInputError(f"point_labels holds {bad[:5].tolist()}; valid labels are {sorted(contract.VALID_LABELS)}")
+    index = feeds.get(contract.IMAGE_INDEX.name)
+    if index is not None:
+        images = feeds[contract.IMAGE_EMBEDDINGS.name].shape[0]
+        if index.size and (index.min() < 0 or index.max() >= images):
+            raise BadInputError(f"image_index must lie in 0..{images - 1} (there are {images} images), got {sorted(set(index.tolist()))[:5]}")
     size = feeds.get(contract.ORIG_IM_SIZE.name)
     if size is not None and (size < 1).any():
         raise BadInputError(f"orig_im_size must be positive, got {size.tolist()}")
@@ -52,6 +57,7 @@ class Runner(ABC):
     """A backend that runs the decoder graph. Use as a context manager or call activate/deactivate."""
 
     name: str = "runner"
+    thread_safe: bool = False  # may infer() run in several threads at once? (callers lock otherwise)
 
     def __init__(self, input_specs: Sequence[TensorSpec], output_names: Sequence[str]) -> None:
         self.input_specs = list(input_specs)

@@ -20,10 +20,11 @@ def make_runner(
     threads: int | None = None,
     checkpoint: Path | None = None,
     engine: Path | None = None,
+    multi_image: bool = False,
 ) -> Runner:
     """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``."""
-    inputs = contract.input_specs(postprocess)
-    outputs = [s.name for s in contract.output_specs(mask_output, postprocess)]
+    layout = contract.GraphLayout(mask_output, postprocess, multi_image)
+    inputs, outputs = layout.inputs(), layout.output_names()
     if backend == "onnxruntime":
         from segdeploy.runners.ort_runner import OrtRunner
 
@@ -33,7 +34,7 @@ def make_runner(
         from segdeploy.runners.torch_runner import TorchRunner
 
         decoder, _ = resolve_weights(metadata, checkpoint, onnx)
-        return TorchRunner(decoder, mask_output, postprocess)
+        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image)
     if backend == "tensorrt":
         if engine is None:
             raise BadInputError("the tensorrt backend needs --engine PLAN (build one with `segdeploy build-engine`)")

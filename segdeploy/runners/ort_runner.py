@@ -16,6 +16,7 @@ class OrtRunner(Runner):
     """Runs an ONNX file with onnxruntime."""
 
     name = "onnxruntime"
+    thread_safe = True  # InferenceSession.run may be called from several threads
 
     def __init__(
         self,

@@ -17,17 +17,18 @@ class TorchRunner(Runner):
 
     name = "torch"
 
+    thread_safe = True  # inference only reads the module
+
     def __init__(
-        self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm()
+        self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm(),
+        multi_image: bool = False,
     ) -> None:
-        super().__init__(
-            contract.input_specs(postprocess),
-            [s.name for s in contract.output_specs(mask_output, postprocess)],
-        )
-        from segdeploy.model import DecoderGraph
+        layout = contract.GraphLayout(mask_output, postprocess, multi_image)
+        super().__init__(layout.inputs(), layout.output_names())
+        from segdeploy.model import decoder_graph
 
         self.device = device
-        self.module = DecoderGraph(decoder, mask_output, postprocess, form).eval().to(device)
+        self.module = decoder_graph(decoder, layout, form).eval().to(device)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         import torch

@@ -32,6 +32,7 @@ class SizeRange:
 
 DEFAULT_PROMPTS = Range(1, 16, 64)
 DEFAULT_POINTS = Range(1, 4, 16)
+DEFAULT_IMAGES = Range(1, 4, 16)  # multi-image flavor: images per call
 DEFAULT_ORIG_SIZE = SizeRange((16, 16), (1024, 1024), (4096, 4096))
 
 
@@ -88,12 +89,17 @@ class EngineProfile:
     prompts: Range = DEFAULT_PROMPTS
     points: Range = DEFAULT_POINTS
     orig_size: SizeRange = DEFAULT_ORIG_SIZE
+    images: Range = DEFAULT_IMAGES
 
-    def shapes(self, postprocess: bool = True) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    def shapes(self, postprocess: bool = True, multi_image: bool = False) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """min/opt/max per input, from the contract's dims; for orig_im_size, its values."""
-        symbols = {contract.DimName.PROMPTS.value: self.prompts, contract.DimName.POINTS.value: self.points}
+        symbols = {
+            contract.DimName.PROMPTS.value: self.prompts,
+            contract.DimName.POINTS.value: self.points,
+            contract.DimName.IMAGES.value: self.images,
+        }
         result = {}
-        for spec in contract.input_specs(postprocess):
+        for spec in contract.input_specs(postprocess, multi_image):
             if spec.name == contract.ORIG_IM_SIZE.name:
                 result[spec.name] = tuple(tuple(size) for size in self.orig_size)
                 continue

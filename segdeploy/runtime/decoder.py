@@ -1,0 +1,210 @@
+"""``segdeploy.Decoder``: prompts in image coordinates to masks, on any backend, many images per call.
+
+The same semantics and return values as segment-anything's ``SamPredictor.predict`` given the same
+image embedding; ``predict_batch`` packs many prompts on many images into one backend call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from segdeploy import contract
+from segdeploy.contract import GraphLayout, MaskOutput
+from segdeploy.errors import BadInputError
+from segdeploy.runners.base import Runner
+from segdeploy.runtime.postprocess import upscale_to_original
+from segdeploy.runtime.prompts import (
+    CheckedPrompt,
+    Prompt,
+    check_embedding,
+    check_prompt,
+    pack_prompts,
+)
+
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt", "aoti")
+MULTIMASK_TOKENS = MaskOutput.MULTI.tokens
+SINGLE_TOKENS = MaskOutput.SINGLE.tokens
+
+
+class Prediction(NamedTuple):
+    """One prompt's result, as ``SamPredictor.predict`` returns it."""
+
+    masks: np.ndarray  # [M,H,W] bool (or float32 logits with return_logits)
+    scores: np.ndarray  # [M] float32 predicted IoU
+    low_res_logits: np.ndarray  # [M,256,256] float32
+
+
+class Decoder:
+    """A loaded decoder. Build with :meth:`Decoder.load`; safe to share between threads."""
+
+    def __init__(self, runner: Runner, layout: GraphLayout, *, source: str, metadata: dict[str, str] | None = None) -> None:
+        self.runner = runner
+        self.layout = layout
+        self.source = source
+        self.metadata = dict(metadata or {})
+        self._lock = None if runner.thread_safe else threading.Lock()
+        runner.activate()
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    @classmethod
+    def load(
+        cls,
+        source: str | Path | None = None,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        checkpoint: str | Path | None = None,
+        variant: str = contract.DEFAULT_VARIANT,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> Decoder:
+        """Load ``source``: an ``.onnx`` graph (onnxruntime; CUDA provider where onnxruntime-gpu
+        and a GPU exist), a TensorRT ``.plan`` (sidecar checked), a compiled ``.pt2`` package, or a
+        checkpoint (``.pth``/``.pt``/``.safetensors``) or None (seeded random weights) on eager
+        PyTorch. ``backend="torch"`` runs an ``.onnx`` graph's own weights eagerly (``checkpoint``
+        where they came from one); ``threads`` sets onnxruntime's and torch's thread count."""
+        from segdeploy.runtime.loading import open_source
+
+        if backend not in BACKENDS:
+            raise BadInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        runner, layout, metadata = open_source(
+            None if source is None else Path(source), backend, threads=threads,
+            checkpoint=None if checkpoint is None else Path(checkpoint), variant=variant, seed=seed, device=device,
+        )
+        return cls(runner, layout, source=str(source) if source is not None else f"random weights (seed {seed})", metadata=metadata)
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Decoder({self.source!r}, backend={self.backend}, mask_output={self.layout.mask_output.value}, images={self.layout.flavor})"
+
+    def predict(
+        self,
+        embedding: Any,
+        *,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        orig_size: Sequence[int],
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Masks for one prompt on one image: ``(masks [M,H,W], scores [M], low-res logits
+        [M,256,256])``, as ``SamPredictor.predict`` with the same embedding set. Coordinates are in
+        the original image's pixels; M is 3 with ``multimask_output``, else 1."""
+        prompt = Prompt(embedding, orig_size, point_coords, point_labels, box, mask_input, multimask_output)
+        return self.predict_batch([prompt], return_logits=return_logits)[0]
+
+    def predict_batch(self, prompts: Sequence[Prompt], *, return_logits: bool = False) -> list[Prediction]:
+        """Many prompts on many images, one backend call where the graph allows (a multi-image
+        graph, or a single-image graph whose prompts share one image and size); results in order,
+        each equal to :meth:`predict` of that prompt alone."""
+        if not prompts:
+            return []
+        checked, images, image_of = self._check(prompts)
+        results: list[Prediction | None] = [None] * len(prompts)
+        for group in self._call_groups(checked, image_of):
+            outputs = self._infer(group, checked, images, image_of)
+            for row, index in enumerate(group):
+                results[index] = self._split(outputs, row, checked[index], return_logits)
+        return results  # type: ignore[return-value]
+
+    def _check(self, prompts: Sequence[Prompt]) -> tuple[list[CheckedPrompt], list[np.ndarray], list[int]]:
+        """Checked prompts, the distinct embeddings (by object identity) and each prompt's image."""
+        if isinstance(prompts, Prompt):
+            raise BadInputError("predict_batch takes a list of Prompt")
+        checked, images, image_of = [], [], []
+        seen: dict[int, int] = {}
+        for i, prompt in enumerate(prompts):
+            where = f"prompt {i}: " if len(prompts) > 1 else ""
+            if not isinstance(prompt, Prompt):
+                raise BadInputError(f"{where}expected a segdeploy.Prompt, got {type(prompt).__name__}")
+            checked.append(check_prompt(prompt, where))
+            self._check_tokens(checked[-1].multimask_output, where)
+            key = id(prompt.embedding)
+            if key not in seen:
+                seen[key] = len(images)
+                images.append(check_embedding(prompt.embedding, where))
+            image_of.append(seen[key])
+        return checked, images, image_of
+
+    def _check_tokens(self, multimask: bool, where: str) -> None:
+        have = self.layout.mask_output
+        want = MULTIMASK_TOKENS if multimask else SINGLE_TOKENS
+        if not set(want) <= set(have.tokens):
+            setting = "multimask_output=True" if multimask else "multimask_output=False"
+            raise BadInputError(
+                f"{where}{setting} needs mask tokens {list(want)}, and this graph returns {list(have.tokens)} "
+                f"(exported with --mask-output {have.value}); export with --mask-output all to serve both settings"
+            )
+
+    def _call_groups(self, checked: list[CheckedPrompt], image_of: list[int]) -> list[list[int]]:
+        """Prompt indices per backend call: all at once for a multi-image graph; per image (and
+        original size, when the graph resizes in-graph) for a single-image graph."""
+        if self.layout.multi_image:
+            return [list(range(len(checked)))]
+        groups: dict[tuple, list[int]] = {}
+        for index, prompt in enumerate(checked):
+            key = (image_of[index], prompt.orig_size if self.layout.postprocess else None)
+            groups.setdefault(key, []).append(index)
+        return list(groups.values())
+
+    def _infer(self, group: list[int], checked: list[CheckedPrompt], images: list[np.ndarray], image_of: list[int]) -> dict[str, np.ndarray]:
+        feeds = pack_prompts([checked[i] for i in group])
+        if self.layout.multi_image:
+            used = sorted({image_of[i] for i in group})
+            row_of = {image: row for row, image in enumerate(used)}
+            feeds[contract.IMAGE_EMBEDDINGS.name] = np.stack([images[i] for i in used])
+            feeds[contract.IMAGE_INDEX.name] = np.array([row_of[image_of[i]] for i in group], np.int64)
+        else:
+            feeds[contract.IMAGE_EMBEDDINGS.name] = images[image_of[group[0]]][None]
+            if self.layout.postprocess:
+                feeds[contract.ORIG_IM_SIZE.name] = np.array(checked[group[0]].orig_size, np.int64)
+        if self._lock is None:
+            outputs = self.runner.infer(feeds)
+        else:
+            with self._lock:
+                outputs = self.runner.infer(feeds)
+        if not self.layout.postprocess:
+            outputs["masks"] = self._upscale(outputs["low_res_masks"], [checked[i] for i in group])
+        return outputs
+
+    @staticmethod
+    def _upscale(low_res: np.ndarray, prompts: list[CheckedPrompt]) -> list[np.ndarray]:
+        """Per prompt, logits at its original size; prompts of one size are resized together."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for row, prompt in enumerate(prompts):
+            by_size.setdefault(prompt.orig_size, []).append(row)
+        masks: list[np.ndarray] = [np.empty(0)] * len(prompts)
+        for size, rows in by_size.items():
+            resized = upscale_to_original(low_res[rows], size)
+            for position, row in enumerate(rows):
+                masks[row] = resized[position]
+        return masks
+
+    def _split(self, outputs: dict[str, np.ndarray], row: int, prompt: CheckedPrompt, return_logits: bool) -> Prediction:
+        tokens = self.layout.mask_output.tokens
+        want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
+        columns = [tokens.index(t) for t in want]
+        span = slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+        masks = outputs["masks"][row][span]
+        masks = np.ascontiguousarray(masks, dtype=np.float32) if return_logits else masks > 0.0
+        scores = np.ascontiguousarray(outputs["iou_predictions"][row, span], dtype=np.float32)
+        low_res = np.ascontiguousarray(outputs["low_res_masks"][row, span], dtype=np.float32)
+        return Prediction(masks, scores, low_res)

@@ -1,0 +1,119 @@
+"""What ``Decoder.load`` opens: a runner for a graph, engine, package or checkpoint, with the
+layout (mask tokens, postprocessing, image flavor) read from the file itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from segdeploy import contract
+from segdeploy.contract import GraphLayout, MaskOutput
+from segdeploy.errors import BadInputError
+from segdeploy.runners.base import Runner
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+# The eager backend needs no export: it takes all mask tokens and several images, so one loaded
+# model serves both multimask settings and cross-image batches.
+EAGER_LAYOUT = GraphLayout(MaskOutput.ALL, postprocess=False, multi_image=True)
+
+
+def layout_from_io(input_names: list[str], outputs: dict[str, list]) -> GraphLayout:
+    """A layout from declared I/O (engines and packages, which carry no ONNX metadata)."""
+    masks = {1: MaskOutput.SINGLE, 3: MaskOutput.MULTI, 4: MaskOutput.ALL}
+    dims = outputs.get("iou_predictions", [])
+    if len(dims) != 2 or dims[1] not in masks:
+        raise BadInputError(f"cannot tell the mask output from iou_predictions dims {dims}")
+    multi_image = contract.IMAGE_INDEX.name in input_names
+    return GraphLayout(masks[dims[1]], postprocess="masks" in outputs, multi_image=multi_image)
+
+
+def ort_providers() -> list[str]:
+    """CUDA first where onnxruntime-gpu sees a GPU, else the CPU provider."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+
+
+def _eager(decoder, layout: GraphLayout, threads: int | None, device: str) -> Runner:
+    from segdeploy.runners.torch_runner import TorchRunner
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return TorchRunner(decoder, layout.mask_output, layout.postprocess, device=device, multi_image=layout.multi_image)
+
+
+def _open_graph(path: Path, backend: str, threads: int | None, checkpoint: Path | None, device: str) -> tuple[Runner, GraphLayout, dict]:
+    from segdeploy.graph_io import load_graph, read_metadata
+    from segdeploy.provenance import graph_layout, resolve_weights
+
+    metadata = read_metadata(load_graph(path))
+    if not metadata:
+        raise BadInputError(f"{path} carries no segdeploy metadata; load a graph made by `segdeploy export`")
+    layout, _ = graph_layout(metadata, path)
+    if backend == "torch":
+        decoder, _ = resolve_weights(metadata, checkpoint, path)
+        return _eager(decoder, layout, threads, device), layout, metadata
+    if backend not in ("auto", "onnxruntime"):
+        raise BadInputError(f"an .onnx file runs on onnxruntime or torch, not {backend}")
+    from segdeploy.runners.ort_runner import OrtRunner
+
+    runner = OrtRunner(path, layout.inputs(), layout.output_names(), threads=threads, providers=ort_providers())
+    return runner, layout, metadata
+
+
+def _open_plan(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
+    from segdeploy.runners.trt_runner import TrtRunner
+    from segdeploy.tensorrt.sidecar import read_sidecar
+
+    if backend not in ("auto", "tensorrt"):
+        raise BadInputError(f"a .plan file runs on tensorrt, not {backend}")
+    sidecar = read_sidecar(path)
+    inputs = [io["name"] for io in sidecar.io if io["name"] in {s.name for s in contract.input_specs(True, False) + contract.input_specs(False, True)}]
+    outputs = {io["name"]: io["shape"] for io in sidecar.io if io["name"] not in inputs}
+    layout = layout_from_io(inputs, outputs)
+    return TrtRunner(path, layout.inputs(), layout.output_names()), layout, {"engine": str(path), "precision": sidecar.precision}
+
+
+def _open_package(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
+    if backend not in ("auto", "aoti"):
+        raise BadInputError(f"a .pt2 package runs on aoti, not {backend}")
+    try:
+        from segdeploy.runners.aoti_runner import AotiRunner
+    except ImportError:
+        raise BadInputError("this segdeploy cannot run .pt2 packages yet") from None
+    sidecar_file = path.with_suffix(".json")
+    if not sidecar_file.is_file():
+        raise BadInputError(f"{path} has no sidecar {sidecar_file.name}; segdeploy only runs packages it built")
+    try:
+        sidecar = json.loads(sidecar_file.read_text())
+        layout = GraphLayout(MaskOutput(sidecar["mask_output"]), bool(sidecar["postprocess"]), bool(sidecar.get("multi_image", False)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{sidecar_file} is not a segdeploy package sidecar ({exc})") from None
+    return AotiRunner(path, layout.inputs(), layout.output_names()), layout, sidecar
+
+
+def open_source(
+    source: Path | None, backend: str, *, threads: int | None, checkpoint: Path | None, variant: str, seed: int, device: str,
+) -> tuple[Runner, GraphLayout, dict]:
+    """(runner, layout, metadata) for what ``Decoder.load`` was given."""
+    from segdeploy.weights import load_decoder
+
+    if source is None or source.suffix in CHECKPOINT_SUFFIXES:
+        if backend not in ("auto", "torch"):
+            raise BadInputError(f"{'random weights' if source is None else 'a checkpoint'} run on eager torch; export a graph for {backend}")
+        decoder, weights = load_decoder(variant, source, seed)
+        metadata = {"variant": variant, "weights": "checkpoint" if weights.sha256 else "random", "weights_sha256": weights.sha256 or "",
+                    "random_seed": "" if weights.seed is None else str(weights.seed)}
+        return _eager(decoder, EAGER_LAYOUT, threads, device), EAGER_LAYOUT, metadata
+    if not source.is_file():
+        raise BadInputError(f"file not found: {source}")
+    if source.suffix == ".onnx":
+        return _open_graph(source, backend, threads, checkpoint, device)
+    if source.suffix == ".plan":
+        return _open_plan(source, backend)
+    if source.suffix == ".pt2":
+        return _open_package(source, backend)
+    raise BadInputError(f"{source}: Decoder.load takes .onnx, .plan, .pt2, .pth/.pt/.safetensors or None")

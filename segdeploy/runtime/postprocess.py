@@ -1,0 +1,29 @@
+"""Host-side postprocessing for graphs that return only low-res logits (the multi-image flavor,
+``--no-postprocess`` graphs): SAM's ``Sam.postprocess_masks``, with its float longest-side sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdeploy import contract
+from segdeploy.runtime.prompts import preprocess_shape
+
+
+def upscale_to_original(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
+    """Logits [B,M,256,256] -> [B,M,H,W]: bilinear to the 1024 frame, crop the padding, bilinear
+    to the original size, as SAM does. Only the low-res rows and columns that reach the kept part
+    are upsampled: with the scale exactly 4, the kept pixels are the same (tested against SAM)."""
+    import torch
+    from torch.nn import functional as F
+
+    side = contract.MODEL_INPUT_SIZE
+    factor = side // low_res.shape[-1]
+    new_height, new_width = preprocess_shape(orig_size)
+    rows = min(new_height // factor + 2, low_res.shape[-2])
+    cols = min(new_width // factor + 2, low_res.shape[-1])
+    with torch.no_grad():
+        masks = torch.from_numpy(np.ascontiguousarray(low_res[..., :rows, :cols]))
+        masks = F.interpolate(masks, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
+        masks = masks[..., :new_height, :new_width]
+        masks = F.interpolate(masks, size=tuple(orig_size), mode="bilinear", align_corners=False)
+    return masks.numpy()

@@ -233,6 +233,7 @@ def build_engine_command(
     prompts: Annotated[str, typer.Option(help="Prompts per call, MIN:OPT:MAX.")] = "1:16:64",
     points: Annotated[str, typer.Option(help="Point slots per prompt, MIN:OPT:MAX.")] = "1:4:16",
     orig_size: Annotated[str, typer.Option(help="orig_im_size values, MIN:OPT:MAX, each N or HxW.")] = "16:1024:4096",
+    images: Annotated[str, typer.Option(help="Multi-image graphs: images per call, MIN:OPT:MAX.")] = "1:4:16",
     fp16: Annotated[bool, typer.Option("--fp16", help="Build at fp16.")] = False,
     bf16: Annotated[bool, typer.Option("--bf16", help="Build at bf16.")] = False,
     fp32: Annotated[bool, typer.Option("--fp32", help="Build at fp32 (default for fp32 graphs).")] = False,
@@ -263,6 +264,7 @@ def build_engine_command(
         prompts=call(parse_range, prompts, "--prompts"),
         points=call(parse_range, points, "--points"),
         orig_size=call(parse_size_range, orig_size),
+        images=call(parse_range, images, "--images"),
     )
     requested = Precision.FP16 if fp16 else Precision.BF16 if bf16 else Precision.FP32 if fp32 else None
     graph = onnx or call(newest_export)

@@ -46,6 +46,7 @@ class TrtRunner(Runner):
 
         prompts, points = feeds[contract.POINT_COORDS.name].shape[:2]
         size = feeds.get(contract.ORIG_IM_SIZE.name)
-        check_in_profile(self.sidecar, int(prompts), int(points), None if size is None else (int(size[0]), int(size[1])))
+        images = feeds[contract.IMAGE_EMBEDDINGS.name].shape[0] if contract.IMAGE_INDEX.name in feeds else None
+        check_in_profile(self.sidecar, int(prompts), int(points), None if size is None else (int(size[0]), int(size[1])), images)
         outputs = self.runner.infer(feeds)
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.output_names}

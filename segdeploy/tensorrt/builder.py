@@ -76,13 +76,14 @@ def export_command(metadata: dict[str, str], precision: Precision) -> tuple[str,
     options = ExportOptions(
         variant=metadata.get("variant") or "sam_vit_b", opset=opset, mask_output=MaskOutput(metadata.get("mask_output") or "multi"),
         postprocess=metadata.get("postprocess") != "0", target=Target.TENSORRT, precision=precision,
+        multi_image=metadata.get("images") == "multi",
     )
     args = ["segdeploy", "export", "--target", "tensorrt"]
     args += ["--precision", precision.value] if precision is not Precision.FP32 else []
     args += ["--opset", str(opset)]
     args += ["--variant", options.variant] if options.variant != "sam_vit_b" else []
     args += ["--mask-output", options.mask_output.value] if options.mask_output is not MaskOutput.MULTI else []
-    args += [] if options.postprocess else ["--no-postprocess"]
+    args += ["--multi-image"] if options.multi_image else [] if options.postprocess else ["--no-postprocess"]
     if metadata.get("weights") == "checkpoint":
         args += ["--checkpoint", f"<the checkpoint with sha256 {metadata.get('weights_sha256', '')[:12]}…>"]
     elif metadata.get("random_seed") not in ("", "0", None):
@@ -145,7 +146,7 @@ def plan_options(
     weak_low = not plan.strongly_typed and plan.precision is not Precision.FP32
     return BuildOptions(
         onnx=Path(onnx), out=Path(path), precision=plan.precision, strongly_typed=plan.strongly_typed,
-        postprocess=metadata.get("postprocess") == "1", fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
+        postprocess=metadata.get("postprocess") == "1", multi_image=metadata.get("images") == "multi", fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
         lint_errors=tuple(errors), **kwargs,
     )
 
@@ -178,7 +179,7 @@ def build_engine(options: BuildOptions, progress: Progress | None = None) -> Bui
                 for output in range(layer.num_outputs):
                     layer.set_output_type(output, trt.float32)
     profile = Profile()
-    for name, (low, opt, high) in options.profile.shapes(options.postprocess).items():
+    for name, (low, opt, high) in options.profile.shapes(options.postprocess, options.multi_image).items():
         profile.add(name, min=low, opt=opt, max=high)
     levels = {"none": None, "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
     level = levels[options.hardware_compat]

@@ -82,11 +82,13 @@ def check_compatible(sidecar: Sidecar, env: TrtEnvironment, plan: Path) -> None:
         raise BadInputError(f"refusing {plan}: " + "; ".join(problems))
 
 
-def check_in_profile(sidecar: Sidecar, prompts: int, points: int, orig_size: tuple[int, int] | None) -> None:
+def check_in_profile(sidecar: Sidecar, prompts: int, points: int, orig_size: tuple[int, int] | None, images: int | None = None) -> None:
     """A one-line error for inputs outside every profile the engine was built with."""
     for profile in sidecar.profiles:
         ok = profile["prompts"]["min"] <= prompts <= profile["prompts"]["max"]
         ok &= profile["points"]["min"] <= points <= profile["points"]["max"]
+        if images is not None and "images" in profile:
+            ok &= profile["images"]["min"] <= images <= profile["images"]["max"]
         if orig_size is not None:
             low, high = profile["orig_size"]["min"], profile["orig_size"]["max"]
             ok &= all(low[i] <= orig_size[i] <= high[i] for i in (0, 1))
@@ -94,8 +96,9 @@ def check_in_profile(sidecar: Sidecar, prompts: int, points: int, orig_size: tup
             return
     ranges = "; ".join(
         f"prompts {p['prompts']['min']}..{p['prompts']['max']}, points {p['points']['min']}..{p['points']['max']}, "
-        f"orig size {p['orig_size']['min']}..{p['orig_size']['max']}" for p in sidecar.profiles
+        f"orig size {p['orig_size']['min']}..{p['orig_size']['max']}"
+        + (f", images {p['images']['min']}..{p['images']['max']}" if images is not None and "images" in p else "")
+        for p in sidecar.profiles
     )
-    raise BadInputError(
-        f"{prompts} prompts x {points} points at size {orig_size} is outside the engine's profile ({ranges}); rebuild with wider --prompts/--points/--orig-size"
-    )
+    what = f"{prompts} prompts x {points} points" + (f" on {images} images" if images is not None else f" at size {orig_size}")
+    raise BadInputError(f"{what} is outside the engine's profile ({ranges}); rebuild with wider --prompts/--points/--orig-size/--images")

@@ -28,6 +28,7 @@ class BuildOptions:
     version_compatible: bool = False
     workspace_mib: int | None = None
     postprocess: bool = True
+    multi_image: bool = False  # the multi-image flavor: image_embeddings take the profile's image range
     fp32_layers: tuple[str, ...] = ()  # weak typing: layers held in fp32 by precision constraints
     lint_errors: tuple[str, ...] = ()  # built anyway (--allow-lint-errors); recorded in the sidecar
 
@@ -38,7 +39,7 @@ def _shape_spec(shapes: dict, which: int) -> str:
 
 def trtexec_command(options: BuildOptions) -> str:
     """One shell line. Shape-tensor inputs (orig_im_size) take their values in the shape spec."""
-    shapes = options.profile.shapes(options.postprocess)
+    shapes = options.profile.shapes(options.postprocess, options.multi_image)
     args = [
         "trtexec",
         f"--onnx={options.onnx}",

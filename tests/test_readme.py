@@ -1,0 +1,374 @@
+"""Every command in README.md's fenced code blocks runs as documented, on a CPU machine, in a fresh folder.
+
+Shell blocks (unlabelled, ``sh``, ``bash``, ``shell``, ``console``) run line by line in document order,
+all in one temporary folder that is the working directory, so ``export/``, ``engines/`` and
+``benchmarks/results/`` land there and nothing is read from the repository's own ``export/``. A line
+may chain commands with ``&&``; globs expand as the shell would. The graphs hold the default random
+weights. ``python`` blocks run as scripts with this interpreter, in the same folder and order. A shell block
+with lines starting ``$ `` is a transcript: those lines are the commands, the lines under one are
+what it prints, and they must appear in its output (an ``error:`` line shown means exit 2, that line).
+
+A command fails the test when it exits non-zero or prints a Python traceback. Beyond that:
+
+- ``SMALL_FLAGS`` appends flags per subcommand so sizes stay small (typer keeps an option's last value),
+  so a new README command is covered without touching this file.
+- A command that needs TensorRT and a GPU (``needs_tensorrt``) must stop with exit 2 and one
+  ``error:`` line where they are missing; where they are present it is skipped (``make test-gpu``).
+- ``pip install`` lines are not run (a test never installs packages); the extras they name must exist.
+- ``make TARGET`` runs the target's recipe from the Makefile in this environment (its ``setup``
+  prerequisite, which creates .venv, is not run). ``make test`` is skipped: it is the suite this test
+  is part of.
+- A ``--checkpoint FILE`` that does not exist is created as a decoder-only checkpoint of seeded random
+  weights (seed 1) under that name, so loading it, the sha256 check and verify run for real instead of
+  stopping at "checkpoint not found".
+- A placeholder ``DIR/<name>`` becomes the newest matching file under DIR (``<graph>``: .onnx,
+  ``<plan>``: .plan), or a missing path where DIR has none.
+- An export command already run is not run again (exports are deterministic, byte-identical); its
+  file is touched, so "the newest under export/" picks it as a rerun would.
+
+``SEGDEPLOY_README`` points the test at another README (e.g. a copy with a command broken on purpose).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import _has_tensorrt_and_gpu
+
+ROOT = Path(__file__).resolve().parent.parent
+README = Path(os.environ.get("SEGDEPLOY_README", ROOT / "README.md"))
+SHELL_LANGUAGES = {"", "sh", "bash", "shell", "console"}
+SMALL_FLAGS = {
+    "verify": ["--cases", "2"],
+    "bench": ["--prompts", "1", "--points", "2", "--runs", "1", "--warmup", "0", "--orig-size", "64x64"],
+}
+PLACEHOLDER_SUFFIXES = {"graph": ".onnx", "onnx": ".onnx", "plan": ".plan", "engine": ".plan"}
+SKIPPED_MAKE_TARGETS = {"test": "the test suite this test is part of", "test-gpu": "needs a GPU and TensorRT"}
+TIMEOUT_S = 300
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@dataclass
+class Block:
+    language: str
+    text: str
+    line: int  # line number of the block's first content line
+
+
+@dataclass
+class Outcome:
+    line: int
+    command: str
+    exit_code: int | None = None  # None: not run
+    seconds: float = 0.0
+    note: str = ""
+    problem: str | None = None
+
+
+def fenced_blocks(markdown: str) -> list[Block]:
+    """The fenced code blocks of a markdown text, with their language and first line number."""
+    blocks, current, language, start = [], None, "", 0
+    for number, line in enumerate(markdown.splitlines(), 1):
+        if line.startswith("```"):
+            if current is None:
+                current, language, start = [], line[3:].strip().lower(), number + 1
+            else:
+                blocks.append(Block(language, "\n".join(current), start))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def needs_tensorrt(argv: list[str]) -> bool:
+    """segdeploy commands that need TensorRT and a GPU (the README says: exit 2 without them)."""
+    if argv[:1] != ["segdeploy"] or len(argv) < 2:
+        return False
+    backend_tensorrt = any(a == "--backend" and b == "tensorrt" for a, b in zip(argv, argv[1:]))
+    build = argv[1] == "build-engine" and "--print-trtexec" not in argv
+    return build or argv[1] == "inspect" or "--engine" in argv or backend_tensorrt
+
+
+def make_recipe(target: str, makefile: Path) -> list[str]:
+    """The target's recipe lines with the Makefile's variables expanded."""
+    text = makefile.read_text()
+    variables = dict(re.findall(r"^(\w+)\s*[:?]?=\s*(.*?)\s*$", text, re.M))
+    match = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n?)*)", text, re.M)
+    if match is None:
+        raise ValueError(f"no target {target!r} in {makefile}")
+
+    def expand(text: str) -> str:
+        return re.sub(r"\$\((\w+)\)", lambda m: expand(variables.get(m.group(1), "")), text)
+
+    return [expand(line).strip() for line in match.group(1).splitlines()]
+
+
+def write_random_checkpoint(path: Path, variant: str | None) -> None:
+    """A decoder-only checkpoint of seeded random weights (.safetensors or torch.save)."""
+    import torch
+
+    from segdeploy.contract import DEFAULT_VARIANT
+    from segdeploy.weights import load_decoder
+
+    state = {k: v.contiguous() for k, v in load_decoder(variant or DEFAULT_VARIANT, seed=1)[0].state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+
+
+class ReadmeChecker:
+    """Runs a README's commands in ``workdir`` and records one Outcome per command."""
+
+    def __init__(self, workdir: Path, tensorrt_here: bool = False) -> None:
+        self.workdir = workdir
+        self.tensorrt_here = tensorrt_here
+        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.exports: dict[tuple[str, ...], Path] = {}
+        self.outcomes: list[Outcome] = []
+
+    def check(self, markdown: str) -> list[Outcome]:
+        for block in fenced_blocks(markdown):
+            if block.language in SHELL_LANGUAGES:
+                for number, line, shown in shell_lines(block):
+                    self.run_line(line, number, shown)
+            elif block.language == "python":
+                self.run_python(block)
+        return self.outcomes
+
+    def run_line(self, line: str, number: int, shown: Sequence[str]) -> None:
+        """Run a line's commands; ``shown`` is the output the README prints for its last one."""
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as error:
+            self.outcomes.append(Outcome(number, line, problem=f"cannot be parsed as a shell line: {error}"))
+            return
+        commands, current = [], []
+        for word in [*words, "&&"] if words else []:
+            if word == "&&":
+                commands.append(current)
+                current = []
+            else:
+                current.append(word)
+        commands = [argv for argv in commands if argv]
+        for index, argv in enumerate(commands):
+            if not self.run_command(argv, number, shown if index == len(commands) - 1 else []):
+                return  # `&&`: the rest of the line runs only after a success
+
+    def run_command(self, argv: list[str], number: int, shown: Sequence[str] = ()) -> bool:
+        """Run one command (or what it stands for); False when a chain must stop there."""
+        outcome = Outcome(number, shlex.join(argv))
+        self.outcomes.append(outcome)
+        if argv[0] == "pip":
+            named = [group.split(",") for word in argv for group in re.findall(r"segdeploy\[([\w,-]+)\]", word)]
+            extras = {extra for group in named for extra in group}
+            unknown = extras - set(importlib.metadata.metadata("segdeploy").get_all("Provides-Extra") or [])
+            outcome.note = "not run: installs packages"
+            outcome.problem = f"unknown extras {sorted(unknown)}" if unknown else None
+            return True
+        if argv[0] == "make":
+            target = next((word for word in argv[1:] if "=" not in word), "setup")
+            if target in SKIPPED_MAKE_TARGETS:
+                outcome.note = f"not run: {SKIPPED_MAKE_TARGETS[target]}"
+                return True
+            outcome.note = "runs its recipe (below)"
+            return all(self.run_command(shlex.split(line), number) for line in make_recipe(target, ROOT / "Makefile"))
+        argv = self.expand(argv)
+        outcome.command = shlex.join(argv)
+        if needs_tensorrt(argv) and self.tensorrt_here:
+            outcome.note = "not run: TensorRT is here (make test-gpu)"
+            return True
+        if argv[1:2] == ["export"] and tuple(argv) in self.exports:
+            self.exports[tuple(argv)].touch()
+            outcome.note = "ran before; touched its file"
+            return True
+        started = time.perf_counter()
+        try:
+            result = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            outcome.problem = f"did not run: {error}"
+            return False
+        outcome.seconds = time.perf_counter() - started
+        outcome.exit_code = result.returncode
+        outcome.problem = self.judge(argv, result, shown)
+        if argv[1:2] == ["export"] and result.returncode == 0:
+            written = re.search(r"^wrote (\S+)", result.stdout, re.M)
+            if written:
+                self.exports[tuple(argv)] = self.workdir / written.group(1)
+        return result.returncode == 0 and outcome.problem is None
+
+    def expand(self, argv: list[str]) -> list[str]:
+        """Paths to this environment's tools, globs, placeholders, missing checkpoints, small sizes."""
+        program = Path(argv[0])
+        argv = [program.name if program.parent.name == "bin" else argv[0], *argv[1:]]
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        expanded = [argv[0]]
+        for word in argv[1:]:
+            if re.fullmatch(r"(?:[^<>]*/)?<\w+>", word):
+                expanded.append(self.fill_placeholder(word))
+            elif any(c in word for c in "*?["):
+                expanded += sorted(str(p.relative_to(self.workdir)) for p in self.workdir.glob(word)) or [word]
+            else:
+                expanded.append(word)
+        options = dict(zip(expanded, expanded[1:]))
+        if "--checkpoint" in options and not (self.workdir / options["--checkpoint"]).exists():
+            write_random_checkpoint(self.workdir / options["--checkpoint"], options.get("--variant"))
+        if argv[0] == "segdeploy" and len(argv) > 1:
+            expanded += SMALL_FLAGS.get(argv[1], [])
+        return expanded
+
+    def fill_placeholder(self, word: str) -> str:
+        folder, _, name = word.rpartition("/")
+        name = name.strip("<>")
+        suffix = PLACEHOLDER_SUFFIXES.get(name, "")
+        files = sorted((self.workdir / (folder or ".")).glob(f"*{suffix}"), key=lambda p: p.stat().st_mtime)
+        return str(files[-1].relative_to(self.workdir)) if files else word.replace("<", "").replace(">", "")
+
+    def judge(self, argv: list[str], result: subprocess.CompletedProcess, shown: Sequence[str] = ()) -> str | None:
+        """The problem with a command's result, or None."""
+        output = result.stdout + result.stderr
+        if TRACEBACK in output:
+            return "printed a traceback: " + tail(output)
+        missing = [line for line in shown if line.strip() not in output]
+        if missing:
+            return f"does not print what the README shows: {missing[0]!r}; it printed: " + tail(output)
+        if any(line.startswith("error: ") for line in shown):
+            lines = result.stderr.strip().splitlines()
+            if result.returncode != 2 or len(lines) != 1:
+                return f"README shows an error: expected exit 2 and that one line, got exit {result.returncode}: " + tail(output)
+            return None
+        if needs_tensorrt(argv):
+            lines = result.stderr.strip().splitlines()
+            if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error: "):
+                return f"needs TensorRT: expected exit 2 and one 'error:' line, got exit {result.returncode}: " + tail(output)
+            return None
+        return None if result.returncode == 0 else f"exit {result.returncode}: " + tail(output)
+
+    def run_python(self, block: Block) -> None:
+        script = self.workdir / f"readme_block_line{block.line}.py"
+        script.write_text(block.text + "\n")
+        outcome = Outcome(block.line, f"python block at line {block.line}")
+        self.outcomes.append(outcome)
+        started = time.perf_counter()
+        try:
+            result = subprocess.run([sys.executable, script.name], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired as error:
+            outcome.problem = f"did not finish: {error}"
+            return
+        outcome.seconds = time.perf_counter() - started
+        outcome.exit_code = result.returncode
+        outcome.problem = self.judge([sys.executable, script.name], result)
+
+
+def shell_lines(block: Block) -> list[tuple[int, str, list[str]]]:
+    """(line number, command line, the output shown after it) for each command of a shell block.
+
+    A block with lines starting ``$ `` is a transcript: those lines are commands, the others the
+    output the command above them prints. Otherwise every non-empty line is a command.
+    """
+    lines = block.text.splitlines()
+    transcript = any(line.startswith("$ ") for line in lines)
+    commands: list[tuple[int, str, list[str]]] = []
+    for offset, line in enumerate(lines):
+        if transcript and not line.startswith("$ "):
+            if commands and line.strip():
+                commands[-1][2].append(line)
+        elif line.strip():
+            commands.append((block.line + offset, line.removeprefix("$ "), []))
+    return commands
+
+
+def tail(text: str, lines: int = 4) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:])[-600:]
+
+
+def render(outcomes: list[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        status = "FAIL " + o.problem if o.problem else (o.note or f"exit {o.exit_code}")
+        rows.append(f"README:{o.line:<4} {o.seconds:5.1f}s  {o.command}  -> {status}")
+    return "\n".join(rows)
+
+
+def check_readme(readme: Path, workdir: Path) -> list[Outcome]:
+    """Run every command of ``readme`` in ``workdir``; one Outcome per command, problems included."""
+    return ReadmeChecker(workdir, tensorrt_here=_has_tensorrt_and_gpu()).check(readme.read_text())
+
+
+def test_every_readme_command_runs(tmp_path):
+    outcomes = check_readme(README, tmp_path)
+    print(render(outcomes))
+    problems = [o for o in outcomes if o.problem]
+    assert not problems, "README commands that do not work as documented:\n" + render(problems)
+    ran = [o.command for o in outcomes if o.exit_code is not None]
+    assert any(c.startswith("segdeploy export") for c in ran) and any(c.startswith("segdeploy verify") for c in ran)
+
+
+BROKEN_README = """\
+# A README with mistakes
+
+```
+segdeploy --version          # fine
+segdeploy info --no-such-option x.onnx
+segdeploy inspect
+pip install 'segdeploy[nonexistent]'
+```
+
+```text
+this is output, not a command
+```
+
+```
+$ segdeploy --version
+segdeploy 0.0.0-not-this
+```
+
+```python
+import segdeploy_has_no_such_module
+```
+"""
+
+
+def test_checker_reports_broken_commands(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(BROKEN_README)
+    work = tmp_path / "work"
+    work.mkdir()
+    outcomes = {o.line: o for o in ReadmeChecker(work, tensorrt_here=False).check(readme.read_text())}
+    assert sorted(outcomes) == [4, 5, 6, 7, 15, 20]  # the text block is not run
+    assert outcomes[4].problem is None and outcomes[4].exit_code == 0
+    assert outcomes[5].problem.startswith("exit 2")
+    assert outcomes[6].problem.startswith("needs TensorRT: expected exit 2 and one 'error:' line")  # usage text, not one line
+    assert outcomes[7].problem == "unknown extras ['nonexistent']"
+    assert outcomes[15].problem.startswith("does not print what the README shows: 'segdeploy 0.0.0-not-this'")
+    assert outcomes[20].problem.startswith("printed a traceback") and "segdeploy_has_no_such_module" in outcomes[20].problem
+
+
+def test_make_demo_expands_to_its_recipe():
+    recipe = make_recipe("demo", ROOT / "Makefile")
+    assert recipe and all(line.startswith(".venv/bin/segdeploy ") for line in recipe)
+
+
+def test_tensorrt_commands_are_recognised():
+    assert needs_tensorrt(["segdeploy", "build-engine"]) and not needs_tensorrt(["segdeploy", "build-engine", "--print-trtexec"])
+    assert needs_tensorrt(["segdeploy", "bench", "--backend", "tensorrt"]) and not needs_tensorrt(["segdeploy", "bench"])
+
+
+@pytest.mark.parametrize("language", ["", "bash", "python", "text"])
+def test_fenced_blocks_keep_language_and_line(language):
+    blocks = fenced_blocks(f"intro\n\n```{language}\nfirst\nsecond\n```\n")
+    assert [(b.language, b.text, b.line) for b in blocks] == [(language, "first\nsecond", 4)]

@@ -1,0 +1,84 @@
+"""What the runtime adds on top of the graph: cross-image batching against a single-image call with
+the same prompt count, ``predict``'s per-call Python overhead, and host-side postprocessing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.runtime.decoder import Decoder
+from segdeploy.runtime.postprocess import upscale_to_original
+from segdeploy.runtime.prompts import Prompt, check_prompt, pack_prompts
+
+
+@dataclass
+class RuntimeBenchReport:
+    """Median milliseconds of each measured call, and the ratios the runtime is judged by."""
+
+    multi_graph: str
+    single_graph: str
+    prompts: int
+    images: int
+    orig_size: tuple[int, int]
+    runs: int
+    ms: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _median_ms(call: Callable[[], object], runs: int) -> float:
+    call()  # warm
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000.0 * float(np.median(times))
+
+
+def _prompts(rng: np.random.Generator, embeddings: list[np.ndarray], count: int, size: tuple[int, int]) -> list[Prompt]:
+    height, width = size
+    return [
+        Prompt(embeddings[i % len(embeddings)], size, np.array([[rng.uniform(0, width), rng.uniform(0, height)]]), np.array([1]))
+        for i in range(count)
+    ]
+
+
+def bench_runtime(
+    multi_graph: Path, single_graph: Path, *, prompts: int = 64, images: int = 8, orig_size: tuple[int, int] = (1024, 1024),
+    runs: int = 5, threads: int | None = None, seed: int = 0,
+) -> RuntimeBenchReport:
+    """Time ``predict_batch`` of ``prompts`` one-click prompts on ``images`` images (multi-image
+    graph, host postprocessing) against the same prompt count on one image (single-image graph,
+    in-graph postprocessing); ``predict`` of one prompt against the bare graph call; and the host
+    postprocessing alone."""
+    rng = np.random.default_rng(seed)
+    embeddings = [(0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32) for _ in range(images)]
+    report = RuntimeBenchReport(str(multi_graph), str(single_graph), prompts, images, orig_size, runs)
+    with Decoder.load(multi_graph, threads=threads) as multi, Decoder.load(single_graph, threads=threads) as single:
+        many = _prompts(rng, embeddings, prompts, orig_size)
+        one_image = _prompts(rng, embeddings[:1], prompts, orig_size)
+        report.ms["predict_batch, multi-image graph"] = _median_ms(lambda: multi.predict_batch(many), runs)
+        report.ms["predict_batch, one image, single-image graph"] = _median_ms(lambda: single.predict_batch(one_image), runs)
+        low_res = (12.0 * rng.standard_normal((prompts, len(multi.layout.mask_output.tokens), 256, 256))).astype(np.float32)
+        report.ms["host postprocess of the batch"] = _median_ms(lambda: upscale_to_original(low_res, orig_size), runs)
+
+        prompt = one_image[0]
+        feeds = pack_prompts([check_prompt(prompt)])
+        feeds |= {"image_embeddings": embeddings[0], "orig_im_size": np.array(orig_size, np.int64)}
+        report.ms["graph call, one prompt"] = _median_ms(lambda: single.runner.infer(feeds), 4 * runs)
+        report.ms["predict, one prompt"] = _median_ms(
+            lambda: single.predict(prompt.embedding, point_coords=prompt.point_coords, point_labels=prompt.point_labels, orig_size=orig_size),
+            4 * runs,
+        )
+    ms = report.ms
+    report.ratios["cross-image batch / single-image batch (per prompt)"] = ms["predict_batch, multi-image graph"] / ms["predict_batch, one image, single-image graph"]
+    report.ratios["predict overhead / graph call (one prompt)"] = ms["predict, one prompt"] / ms["graph call, one prompt"] - 1.0
+    report.ratios["host postprocess / multi-image predict_batch"] = ms["host postprocess of the batch"] / ms["predict_batch, multi-image graph"]
+    return report

@@ -23,8 +23,9 @@ A command fails the test when it exits non-zero or prints a Python traceback. Be
   stopping at "checkpoint not found".
 - A placeholder ``DIR/<name>`` becomes the newest matching file under DIR (``<graph>``: .onnx,
   ``<plan>``: .plan), or a missing path where DIR has none.
-- An export command already run is not run again (exports are deterministic, byte-identical); its
-  file is touched, so "the newest under export/" picks it as a rerun would.
+- An export whose parsed options (defaults filled in) match one already run is not run again
+  (exports are deterministic, byte-identical); its file is touched, so "the newest under export/"
+  picks it as a rerun would.
 
 ``SEGDEPLOY_README`` points the test at another README (e.g. a copy with a command broken on purpose).
 """
@@ -113,6 +114,23 @@ def make_recipe(target: str, makefile: Path) -> list[str]:
     return [expand(line).strip() for line in match.group(1).splitlines()]
 
 
+def export_key(argv: list[str]) -> tuple | None:
+    """A `segdeploy export` command's parsed options, defaults filled in (`--opset 17` and none give
+    the same key, as they give the same file); None for other commands or ones that do not parse."""
+    if argv[:2] != ["segdeploy", "export"]:
+        return None
+    import typer.main
+
+    from segdeploy.cli import app
+
+    command = typer.main.get_command(app).commands["export"]
+    try:
+        params = command.make_context("export", list(argv[2:])).params
+    except Exception:  # a usage error: click's, or the click typer vendors
+        return None
+    return tuple(sorted((name, str(value)) for name, value in params.items()))
+
+
 def write_random_checkpoint(path: Path, variant: str | None) -> None:
     """A decoder-only checkpoint of seeded random weights (.safetensors or torch.save)."""
     import torch
@@ -191,9 +209,10 @@ class ReadmeChecker:
         if needs_tensorrt(argv) and self.tensorrt_here:
             outcome.note = "not run: TensorRT is here (make test-gpu)"
             return True
-        if argv[1:2] == ["export"] and tuple(argv) in self.exports:
-            self.exports[tuple(argv)].touch()
-            outcome.note = "ran before; touched its file"
+        key = export_key(argv)
+        if key in self.exports:
+            self.exports[key].touch()
+            outcome.note = "same export ran before; touched its file"
             return True
         started = time.perf_counter()
         try:
@@ -204,10 +223,9 @@ class ReadmeChecker:
         outcome.seconds = time.perf_counter() - started
         outcome.exit_code = result.returncode
         outcome.problem = self.judge(argv, result, shown)
-        if argv[1:2] == ["export"] and result.returncode == 0:
-            written = re.search(r"^wrote (\S+)", result.stdout, re.M)
-            if written:
-                self.exports[tuple(argv)] = self.workdir / written.group(1)
+        written = re.search(r"^wrote (\S+)", result.stdout, re.M)
+        if key is not None and result.returncode == 0 and written:
+            self.exports[key] = self.workdir / written.group(1)
         return result.returncode == 0 and outcome.problem is None
 
     def expand(self, argv: list[str]) -> list[str]:
@@ -372,3 +390,10 @@ def test_tensorrt_commands_are_recognised():
 def test_fenced_blocks_keep_language_and_line(language):
     blocks = fenced_blocks(f"intro\n\n```{language}\nfirst\nsecond\n```\n")
     assert [(b.language, b.text, b.line) for b in blocks] == [(language, "first\nsecond", 4)]
+
+
+def test_an_export_is_keyed_by_its_parsed_options():
+    fp16 = ["segdeploy", "export", "--target", "tensorrt", "--precision", "fp16"]
+    assert export_key(fp16) == export_key([*fp16, "--opset", "17"])  # the default, spelled out
+    assert export_key(fp16) != export_key(["segdeploy", "export"])
+    assert export_key(["segdeploy", "export", "--no-such-option"]) is None and export_key(["segdeploy", "info"]) is None

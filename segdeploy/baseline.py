@@ -10,11 +10,10 @@ import io
 import sys
 import types
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
+from segdeploy.contract import GraphLayout, MaskOutput, Signature
 from segdeploy.errors import MissingDependencyError
 from segdeploy.graph_io import write_atomically
 from segdeploy.runners.base import Runner
@@ -99,36 +98,14 @@ def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
     return Path(path)
 
 
-class OfficialOrtRunner(Runner):
-    """Runs the official export under our contract's feeds: one prompt per call, as it must."""
+def official_runner(path: Path, threads: int | None = None, mask_output: MaskOutput = MaskOutput.ALL) -> Runner:
+    """The official export (or any graph with its signature) on onnxruntime, under our contract's
+    feeds: one prompt per call, as it must."""
+    from segdeploy.runners.ort_runner import OrtRunner
+    from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
 
-    name = "official-onnx"
-
-    def __init__(self, path: Path, input_specs: Sequence, threads: int | None = None) -> None:
-        super().__init__(input_specs, ["masks", "iou_predictions", "low_res_masks"])
-        from segdeploy.runners.ort_runner import OrtRunner
-
-        self.inner = OrtRunner(path, [], self.output_names, threads=threads)
-
-    def _activate(self) -> None:
-        self.inner._activate()
-
-    def _deactivate(self) -> None:
-        self.inner._deactivate()
-
-    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self.inner.session
-        size = feeds["orig_im_size"].astype(np.float32)
-        results: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
-        for b in range(feeds["point_coords"].shape[0]):
-            one = {
-                "image_embeddings": feeds["image_embeddings"],
-                "point_coords": feeds["point_coords"][b : b + 1],
-                "point_labels": feeds["point_labels"][b : b + 1],
-                "mask_input": feeds["mask_input"][b : b + 1],
-                "has_mask_input": feeds["has_mask_input"][b : b + 1],
-                "orig_im_size": size,
-            }
-            for name, value in zip(self.output_names, session.run(self.output_names, one)):
-                results[name].append(value)
-        return {name: np.concatenate(values) for name, values in results.items()}
+    layout = GraphLayout(mask_output, postprocess=True, signature=Signature.OFFICIAL)
+    inner = OrtRunner(path, layout.inputs(), layout.output_names(), threads=threads)
+    runner = PromptByPromptRunner(inner, layout)
+    runner.name = "official-onnx"
+    return runner

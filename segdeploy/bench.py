@@ -31,7 +31,7 @@ from segdeploy.runners.base import Runner
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+BACKENDS = ("onnxruntime", "torch", "tensorrt", "aoti")
 DEFAULT_PROMPTS = (1, 4, 16, 64)
 DEFAULT_POINTS = (2, 6)
 DEFAULT_RESULTS = Path("benchmarks/results")
@@ -140,9 +140,10 @@ def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: 
         runners[backend] = make_runner(
             backend, options.onnx, metadata, layout.postprocess, layout.mask_output,
             threads=options.threads, checkpoint=options.checkpoint, engine=options.engine, multi_image=layout.multi_image,
+            signature=layout.signature,
         )
     if options.baseline:
-        from segdeploy.baseline import OfficialOrtRunner, export_official
+        from segdeploy.baseline import export_official, official_runner
 
         if not layout.postprocess:
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
@@ -152,7 +153,7 @@ def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: 
             path = export_official(decoder.state_dict(), scratch / "official.onnx")
         elif not path.is_file():
             raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")
-        runners["official"] = OfficialOrtRunner(path, contract.input_specs(True), threads=options.threads)
+        runners["official"] = official_runner(path, threads=options.threads)
     return runners
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional, TypeVar
 import typer
 
 from segdeploy import __version__, contract
-from segdeploy.contract import MaskOutput
+from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 
@@ -110,12 +110,13 @@ def export(
     checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
-    mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0; all: tokens 0..3.")] = MaskOutput.MULTI,
+    mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0; all: tokens 0..3; best: the official export's return_single_mask choice (--signature official only).")] = MaskOutput.MULTI,
     postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
     target: Annotated[Target, typer.Option(help="Runtime the graph form is chosen for (see --attention/--upscale).")] = Target.ONNXRUNTIME,
     attention: Annotated[Optional[AttentionForm], typer.Option(help="Attention form; default: the target's (onnxruntime: fewtoken, tensorrt: plain). onnx: the Attention operator, needs --opset 23.")] = None,
     upscale: Annotated[Optional[UpscaleForm], typer.Option(help="Upscaling form; default: the target's (onnxruntime: matmul, tensorrt: convtranspose).")] = None,
     precision: Annotated[Precision, typer.Option(help="Typed graph: matrix work in this type, LayerNorm/softmax in fp32, I/O float32.")] = Precision.FP32,
+    signature: Annotated[Signature, typer.Option(help="segdeploy: this contract (prompt batches); official: segment-anything's SamOnnxModel inputs and outputs (float orig_im_size, one prompt per call), a drop-in for its clients.")] = Signature.SEGDEPLOY,
     multi_image: Annotated[bool, typer.Option("--multi-image", help="The multi-image flavor: image_embeddings [I,256,64,64] plus a per-prompt image_index; masks are resized on the host.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output file (default: export/<variant>_<mask-output>[_multiimage][_<precision>]_<target>_opset<N>.onnx).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the export report as JSON.")] = None,
@@ -127,6 +128,7 @@ def export(
         variant=variant.value, checkpoint=checkpoint, seed=seed, opset=opset,
         mask_output=mask_output, postprocess=postprocess, out=out,
         target=target, attention=attention, upscale=upscale, precision=precision, multi_image=multi_image,
+        signature=signature,
     )
     with spinner_progress("export") as (step, _):
         result = export_onnx(options, step)
@@ -146,16 +148,16 @@ def verify(
     cases: Annotated[Optional[int], typer.Option(help="Number of cases, cycling through the matrix (default: each row once).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
-    engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
+    engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
 ) -> None:
     """Compare the graph (or its TensorRT engine) with the eager model on the case matrix; exit 1 on a mismatch."""
     from segdeploy.verify import VerifyOptions, render_report, verify_graph
 
     if engine is not None and onnx is None:
-        from segdeploy.tensorrt.sidecar import read_sidecar
+        from segdeploy.verify import read_engine_sidecar
 
-        onnx = Path(call(read_sidecar, engine).onnx_path)
+        onnx = Path(call(read_engine_sidecar, engine).onnx_path)
     path = onnx or call(newest_export)
     options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine)
     with spinner_progress("verify") as (_, count):
@@ -199,7 +201,7 @@ def parse_size(text: str) -> tuple[int, int]:
 @app.command()
 def bench(
     onnx: Annotated[Optional[Path], typer.Option(help="Graph to measure (default: the newest under export/).")] = None,
-    backend: Annotated[list[str], typer.Option(help="Backend(s): onnxruntime, torch, tensorrt. Repeat the option for several.")] = ["onnxruntime"],  # noqa: B006
+    backend: Annotated[list[str], typer.Option(help="Backend(s): onnxruntime, torch, tensorrt, aoti. Repeat the option for several.")] = ["onnxruntime"],  # noqa: B006
     prompts: Annotated[str, typer.Option(help="Prompts per call (B) to sweep.")] = "1,4,16,64",
     points: Annotated[str, typer.Option(help="Point slots per prompt (N, padding point included) to sweep.")] = "2,6",
     orig_size: Annotated[str, typer.Option(help="orig_im_size as HxW.")] = "1024x1024",
@@ -208,7 +210,7 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
     baseline: Annotated[Optional[str], typer.Option(help="'official': export segment-anything's SamOnnxModel from the same weights and run it beside ours (one prompt per call); or a path to such a graph.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (torch backend, official baseline).")] = None,
-    engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt.")] = None,
+    engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt, .pt2 package for --backend aoti.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the JSON, CSV and PNG go.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
     images: Annotated[int, typer.Option(help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
@@ -247,8 +249,11 @@ def build_engine_command(
     trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version --print-trtexec writes for (default: the installed one, else 10.14).")] = None,
     weak_typing: Annotated[bool, typer.Option("--weak-typing", help="TensorRT 10 only: build an fp32 graph at --fp16/--bf16 weakly typed instead of refusing it.")] = False,
     allow_lint_errors: Annotated[bool, typer.Option("--allow-lint-errors", help="Build even when `segdeploy lint` finds errors in the graph.")] = False,
+    runtime: Annotated[str, typer.Option(help="tensorrt (a .plan), or aoti (a PyTorch AOTInductor .pt2 package, CPU or CUDA).")] = "tensorrt",
+    device: Annotated[str, typer.Option(help="aoti only: cpu or cuda.")] = "cpu",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="aoti only: the checkpoint the graph was exported from (checked by sha256).")] = None,
 ) -> None:
-    """Build a TensorRT engine with dynamic prompt and point counts, plus its JSON sidecar."""
+    """Build a TensorRT engine (or an AOTInductor package) with dynamic prompt and point counts, plus its JSON sidecar."""
     from segdeploy.tensorrt.builder import build_engine, plan_options
     from segdeploy.tensorrt.lint import DEFAULT_TRT_VERSION
     from segdeploy.tensorrt.profiles import EngineProfile, parse_range, parse_size_range
@@ -268,6 +273,11 @@ def build_engine_command(
     )
     requested = Precision.FP16 if fp16 else Precision.BF16 if bf16 else Precision.FP32 if fp32 else None
     graph = onnx or call(newest_export)
+    if runtime == "aoti":
+        _build_aoti(graph, out, device, requested, profile, checkpoint, tf32, print_trtexec)
+        return
+    if runtime != "tensorrt":
+        raise fail(BadInputError(f"--runtime takes tensorrt or aoti, got {runtime!r}"))
     settings = dict(
         profile=profile, tf32=tf32, timing_cache=timing_cache, opt_level=opt_level,
         hardware_compat=hardware_compat, version_compatible=version_compatible, workspace_mib=workspace,
@@ -289,6 +299,21 @@ def build_engine_command(
     typer.echo(f"built {result.plan} ({result.info.precision}, {result.info.typing}ly typed, TensorRT {result.info.tensorrt_version} on {result.info.gpu_name}) in {result.seconds:.0f}s")
     typer.echo(f"sidecar {result.sidecar}")
     typer.echo(f"trtexec equivalent: {result.trtexec}")
+
+
+def _build_aoti(graph: Path, out: Optional[Path], device: str, requested: Optional[Precision], profile, checkpoint: Optional[Path], tf32: bool, print_trtexec: bool) -> None:
+    from segdeploy.aoti.builder import build_package, plan_package
+
+    if print_trtexec:
+        raise fail(BadInputError("--print-trtexec is for the TensorRT runtime"))
+    options = call(
+        plan_package, graph, out, device, requested,
+        prompts=profile.prompts, points=profile.points, images=profile.images, checkpoint=checkpoint, tf32=tf32,
+    )
+    with spinner_progress("build-engine --runtime aoti") as (step, _):
+        result = build_package(options, step)
+    typer.echo(f"built {result.package} ({result.info.precision} on {result.info.device}, torch {result.info.torch_version}) in {result.seconds:.0f}s")
+    typer.echo(f"sidecar {result.sidecar}")
 
 
 def _warn_lint_errors(errors: tuple[str, ...]) -> None:

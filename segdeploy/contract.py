@@ -42,10 +42,24 @@ class MaskOutput(str, enum.Enum):
     MULTI = "multi"  # tokens 1..3, as SAM's predictor with multimask_output=True
     SINGLE = "single"  # token 0
     ALL = "all"  # tokens 0..3
+    BEST = "best"  # official signature only: one of tokens 0..3, chosen as SamOnnxModel's return_single_mask
 
     @property
     def tokens(self) -> tuple[int, ...]:
-        return {"multi": (1, 2, 3), "single": (0,), "all": (0, 1, 2, 3)}[self.value]
+        """The mask tokens the graph computes."""
+        return {"multi": (1, 2, 3), "single": (0,), "all": (0, 1, 2, 3), "best": (0, 1, 2, 3)}[self.value]
+
+    @property
+    def count(self) -> int:
+        """M, the masks per prompt the graph returns."""
+        return 1 if self is MaskOutput.BEST else len(self.tokens)
+
+
+class Signature(str, enum.Enum):
+    """Whose input/output signature a graph has."""
+
+    SEGDEPLOY = "segdeploy"  # this contract: prompt batches, int64 orig_im_size
+    OFFICIAL = "official"  # segment-anything's SamOnnxModel export: one prompt per call, float32 orig_im_size
 
 
 class DimName(str, enum.Enum):
@@ -98,8 +112,23 @@ def input_specs(postprocess: bool = True, multi_image: bool = False) -> list[Ten
     return specs + [ORIG_IM_SIZE] if postprocess else specs
 
 
+# segment-anything's official export (SamOnnxModel): the same names, one prompt per call, float sizes.
+OFFICIAL_INPUTS = [
+    IMAGE_EMBEDDINGS,
+    TensorSpec("point_coords", "float32", (1, N, 2), POINT_COORDS.doc),
+    TensorSpec("point_labels", "float32", (1, N), "1 fg, 0 bg, 2/3 box corners, -1 SAM padding"),
+    TensorSpec("mask_input", "float32", (1, 1, LOW_RES_SIZE, LOW_RES_SIZE), MASK_INPUT.doc),
+    TensorSpec("has_mask_input", "float32", (1,), HAS_MASK_INPUT.doc),
+    TensorSpec("orig_im_size", "float32", (2,), "original image (H, W) as floats"),
+]
+
+
+def official_output_specs(mask_output: MaskOutput) -> list[TensorSpec]:
+    return [TensorSpec(s.name, s.dtype, (1, *s.dims[1:]), s.doc) for s in output_specs(mask_output, postprocess=True)]
+
+
 def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[TensorSpec]:
-    m = len(mask_output.tokens)
+    m = mask_output.count
     specs = [
         TensorSpec("iou_predictions", "float32", (P, m), "predicted IoU of each mask"),
         TensorSpec("low_res_masks", "float32", (P, m, LOW_RES_SIZE, LOW_RES_SIZE), "mask logits, 256x256"),
@@ -121,16 +150,26 @@ class GraphLayout:
     mask_output: MaskOutput = MaskOutput.MULTI
     postprocess: bool = True
     multi_image: bool = False
+    signature: Signature = Signature.SEGDEPLOY
 
     def __post_init__(self) -> None:
         if self.multi_image and self.postprocess:
             raise ValueError("the multi-image flavor has no in-graph postprocessing")
+        official = self.signature is Signature.OFFICIAL
+        if official and (self.multi_image or not self.postprocess or self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST)):
+            raise ValueError("the official signature is single-image, postprocessed, with mask output all or best")
+        if not official and self.mask_output is MaskOutput.BEST:
+            raise ValueError("mask output best belongs to the official signature")
+
+    @property
+    def official(self) -> bool:
+        return self.signature is Signature.OFFICIAL
 
     def inputs(self) -> list[TensorSpec]:
-        return input_specs(self.postprocess, self.multi_image)
+        return list(OFFICIAL_INPUTS) if self.official else input_specs(self.postprocess, self.multi_image)
 
     def outputs(self) -> list[TensorSpec]:
-        return output_specs(self.mask_output, self.postprocess)
+        return official_output_specs(self.mask_output) if self.official else output_specs(self.mask_output, self.postprocess)
 
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs()]
@@ -173,5 +212,5 @@ TOLERANCES: dict[str, Tolerance] = {
 META_PREFIX = "segdeploy."
 META_KEYS = (
     "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
-    "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target", "images",
+    "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target", "images", "signature",
 )

@@ -48,13 +48,21 @@ class ExportOptions:
     upscale: UpscaleForm | None = None  # None: the target's default
     precision: Precision = Precision.FP32
     multi_image: bool = False
+    signature: contract.Signature = contract.Signature.SEGDEPLOY
 
     @property
     def layout(self) -> contract.GraphLayout:
         if self.multi_image and self.postprocess:
             raise BadInputError("the multi-image flavor resizes masks on the host (original sizes differ per image); drop --postprocess")
+        if self.signature is contract.Signature.OFFICIAL:
+            if self.multi_image or self.postprocess is False:
+                raise BadInputError("--signature official is the official export's: one image, masks at the original size (drop --multi-image/--no-postprocess)")
+            if self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST):
+                raise BadInputError("--signature official returns SamOnnxModel's masks: use --mask-output all (its four masks) or best (return_single_mask=True)")
+        elif self.mask_output is MaskOutput.BEST:
+            raise BadInputError("--mask-output best is the official export's selection; use it with --signature official")
         postprocess = not self.multi_image if self.postprocess is None else self.postprocess
-        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image)
+        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image, self.signature)
 
     @property
     def form(self) -> GraphForm:
@@ -64,6 +72,7 @@ class ExportOptions:
     def default_path(self) -> Path:
         layout = self.layout
         post = "_multiimage" if layout.multi_image else "" if layout.postprocess else "_nopost"
+        post += "_official" if layout.official else ""
         precision = "" if self.precision is Precision.FP32 else f"_{self.precision.value}"
         return DEFAULT_EXPORT_DIR / f"{self.variant}_{self.mask_output.value}{post}{precision}_{self.target.value}_opset{self.opset}.onnx"
 
@@ -113,6 +122,7 @@ def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, st
         "mask_output": options.mask_output.value,
         "postprocess": "1" if options.layout.postprocess else "0",
         "images": options.layout.flavor,
+        "signature": options.layout.signature.value,
         "precision": options.form.precision.value,
         "attention": options.form.attention.value,
         "upscale": options.form.upscale.value,
@@ -124,6 +134,8 @@ def example_inputs(layout: contract.GraphLayout, prompts: int = 2, points: int =
     """Inputs for tracing, shaped by the contract (values do not matter: nothing is data-dependent)."""
     import torch
 
+    if layout.official:
+        prompts = 1
     if layout.multi_image:  # two images, so the image count is traced as a dimension, not a constant
         images = [torch.zeros((2, *contract.IMAGE_EMBEDDINGS.dims[1:])), torch.tensor([1, 0] * (prompts // 2) + [0] * (prompts % 2))]
     else:
@@ -134,7 +146,9 @@ def example_inputs(layout: contract.GraphLayout, prompts: int = 2, points: int =
         torch.zeros(prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
         torch.zeros(prompts),
     ]
-    if layout.postprocess:
+    if layout.official:  # float sizes, as the official export takes them
+        feeds.append(torch.tensor([1500.0, 2250.0]))
+    elif layout.postprocess:
         feeds.append(torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64))
     return tuple(feeds)
 

@@ -57,6 +57,42 @@ def graph_layout(metadata: dict[str, str], graph: Path) -> tuple[contract.GraphL
     postprocess = metadata.get("postprocess") == "1"
     if multi_image and postprocess:
         raise BadInputError(f"{graph} claims the multi-image flavor with in-graph postprocessing, which segdeploy never writes")
-    return contract.GraphLayout(mask_output, postprocess, multi_image), precision
+    try:
+        signature = contract.Signature(metadata.get("signature", "segdeploy"))
+        return contract.GraphLayout(mask_output, postprocess, multi_image, signature), precision
+    except ValueError as exc:
+        raise BadInputError(f"{graph} has inconsistent metadata: {exc}") from None
 
 
+
+
+def foreign_graph(model, graph: Path, checkpoint: Path | None):
+    """Layout and eager decoder for a graph another tool exported (no segdeploy metadata): its
+    signature is recognised from its declared inputs and outputs, its weights are ``checkpoint``'s."""
+    from segdeploy.graph_io import value_specs
+    from segdeploy.weights import load_decoder
+
+    inputs, outputs = value_specs(model.graph.input), value_specs(model.graph.output)
+    layout = layout_from_io([s.name for s in inputs], {s.name: list(s.dims) for s in outputs}, {s.name: s.dtype for s in inputs})
+    if checkpoint is None:
+        raise BadInputError(f"{graph} carries no segdeploy metadata; verify it against the weights it holds with --checkpoint W.pth")
+    decoder, weights = load_decoder(contract.DEFAULT_VARIANT, Path(checkpoint))
+    return layout, decoder, weights
+
+
+def layout_from_io(input_names: list[str], outputs: dict[str, list], input_dtypes: dict[str, str] | None = None) -> contract.GraphLayout:
+    """A layout recognised from declared I/O (foreign graphs, engines and packages): this contract's
+    flavors, or the official export's signature (float32 ``orig_im_size``)."""
+    official = (input_dtypes or {}).get(contract.ORIG_IM_SIZE.name) == "float32"
+    known = {tuple(s.name for s in contract.OFFICIAL_INPUTS) if official else tuple(s.name for s in contract.input_specs(p, m))
+             for p, m in ((True, False), (False, False), (False, True))}
+    if tuple(input_names) not in known:
+        raise BadInputError(f"inputs {input_names} are neither segdeploy's contract nor the official export's signature")
+    dims = outputs.get("iou_predictions", [])
+    counts = {1: MaskOutput.BEST if official else MaskOutput.SINGLE, 3: MaskOutput.MULTI, 4: MaskOutput.ALL}
+    if len(dims) != 2 or dims[1] not in counts or (official and dims[1] == 3):
+        raise BadInputError(f"cannot tell the masks per prompt from iou_predictions dims {dims}")
+    if official:
+        return contract.GraphLayout(counts[dims[1]], postprocess=True, signature=contract.Signature.OFFICIAL)
+    multi_image = contract.IMAGE_INDEX.name in input_names
+    return contract.GraphLayout(counts[dims[1]], postprocess="masks" in outputs, multi_image=multi_image)

@@ -21,7 +21,7 @@ from segdeploy.compare import (
 )
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
-from segdeploy.provenance import graph_layout, resolve_weights
+from segdeploy.provenance import foreign_graph, graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
 
 Progress = Callable[[int, int, str], None]
@@ -81,25 +81,37 @@ class VerifyOptions:
     cases: int | None = None
     seed: int | None = None
     threads: int | None = None
-    engine: Path | None = None  # a TensorRT plan built from ``onnx``: verified instead of onnxruntime
+    engine: Path | None = None  # a TensorRT plan or AOTInductor .pt2 package built from ``onnx``: verified instead of onnxruntime
+
+
+def engine_backend(engine: Path) -> str:
+    """The backend that runs an engine file: aoti for a .pt2 package, tensorrt for a plan."""
+    return "aoti" if Path(engine).suffix == ".pt2" else "tensorrt"
+
+
+def read_engine_sidecar(engine: Path):
+    """The sidecar of a TensorRT plan or an AOTInductor package (both name their ONNX source)."""
+    if engine_backend(engine) == "aoti":
+        from segdeploy.aoti.sidecar import read_sidecar
+    else:
+        from segdeploy.tensorrt.sidecar import read_sidecar
+    return read_sidecar(engine)
 
 
 def check_engine_source(engine: Path, onnx: Path) -> None:
     """Refuse an engine whose sidecar names another ONNX file than the one verify reads."""
-    from segdeploy.tensorrt.sidecar import read_sidecar
     from segdeploy.weights import file_sha256
 
-    sidecar = read_sidecar(engine)
+    sidecar = read_engine_sidecar(engine)
     if sidecar.onnx_sha256 != file_sha256(Path(onnx)):
         raise BadInputError(f"{engine} was built from {sidecar.onnx_path} (sha256 {sidecar.onnx_sha256[:12]}…), not from {onnx}")
 
 
 def engine_precision(engine: Path) -> str:
     """The tolerance class of an engine: its build precision, or tf32 for fp32 built with TF32 on."""
-    from segdeploy.tensorrt.sidecar import read_sidecar
-
-    sidecar = read_sidecar(engine)
-    if sidecar.precision == "fp32" and sidecar.build_flags.get("tf32", False):
+    sidecar = read_engine_sidecar(engine)
+    tf32 = sidecar.tf32 if engine_backend(engine) == "aoti" else sidecar.build_flags.get("tf32", False)
+    if sidecar.precision == "fp32" and tf32:
         return "tf32"
     return sidecar.precision
 
@@ -137,20 +149,28 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         raise BadInputError("--cases must be at least 1")
     model = load_graph(options.onnx)
     metadata = read_metadata(model)
-    layout, precision = graph_layout(metadata, options.onnx)
+    if metadata:
+        layout, precision = graph_layout(metadata, options.onnx)
+        decoder, weights = resolve_weights(metadata, options.checkpoint, options.onnx)
+    else:  # another tool's export: its signature from its I/O, its weights from --checkpoint
+        precision = "fp32"
+        layout, decoder, weights = foreign_graph(model, options.onnx, options.checkpoint)
     mask_output, postprocess, multi_image = layout.mask_output, layout.postprocess, layout.multi_image
     if options.engine is not None:
         precision = engine_precision(options.engine)
     tolerance = contract.TOLERANCES[precision]
-    decoder, weights = resolve_weights(metadata, options.checkpoint, options.onnx)
     seed = options.seed if options.seed is not None else secrets.randbits(31)
 
-    reference = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image)
+    reference: Runner = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature)
+    if layout.official:
+        from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
+
+        reference = PromptByPromptRunner(reference, layout)
     if candidate is None and options.engine is not None:
         check_engine_source(options.engine, options.onnx)
-        candidate = make_runner("tensorrt", options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image)
+        candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image, signature=layout.signature)
     if candidate is None:
-        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image)
+        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,
@@ -159,7 +179,7 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         weights=weights.description,
         seed=seed,
         tolerance=asdict(tolerance),
-        contract_problems=contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), layout),
+        contract_problems=contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), layout, output_dims=bool(metadata)),
     )
     del model
     if report.contract_problems:  # running would only fail on names; report the drift itself

@@ -185,8 +185,42 @@ class MultiImageDecoderGraph(DecoderGraph):
         return self.decode(image_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input)
 
 
+class OfficialSignatureGraph(DecoderGraph):
+    """The official SamOnnxModel export's signature (float32 ``orig_im_size``, ``has_mask_input`` [1],
+    one prompt per call), computed by our decoder: correct at every image size, since the crop size
+    comes from ``orig_im_size`` at run time. ``MaskOutput.BEST`` reproduces ``return_single_mask=True``:
+    token 0 when the prompt has more than 2 points (padding point included), else the best-scored
+    of tokens 1..3."""
+
+    def __init__(self, decoder: SamDecoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
+        super().__init__(decoder, MaskOutput.ALL, postprocess=False, form=form)
+        self.best = mask_output is MaskOutput.BEST
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        iou_predictions, low_res_masks = self.decode(image_embeddings, None, point_coords, point_labels, mask_input, has_mask_input)
+        if self.best:  # SamOnnxModel.select_masks, written as arithmetic
+            multiclick = torch.tensor([1000.0, 0.0, 0.0, 0.0], dtype=iou_predictions.dtype)
+            score = iou_predictions + (point_coords.shape[1] - 2.5) * multiclick
+            best = torch.argmax(score, dim=1, keepdim=True)
+            iou_predictions = torch.gather(iou_predictions, 1, best)
+            index = best[:, :, None, None].expand(-1, 1, low_res_masks.shape[-2], low_res_masks.shape[-1])
+            low_res_masks = torch.gather(low_res_masks, 1, index)
+        masks = upscale_masks(low_res_masks, orig_im_size.to(torch.int64))
+        return masks, iou_predictions, low_res_masks
+
+
 def decoder_graph(decoder: SamDecoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> DecoderGraph:
     """The module whose inputs and outputs are ``layout``'s, in ``form``."""
+    if layout.official:
+        return OfficialSignatureGraph(decoder, layout.mask_output, form)
     if layout.multi_image:
         return MultiImageDecoderGraph(decoder, layout.mask_output, form)
     return DecoderGraph(decoder, layout.mask_output, layout.postprocess, form)

@@ -21,10 +21,25 @@ def make_runner(
     checkpoint: Path | None = None,
     engine: Path | None = None,
     multi_image: bool = False,
+    signature: contract.Signature = contract.Signature.SEGDEPLOY,
 ) -> Runner:
-    """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``."""
-    layout = contract.GraphLayout(mask_output, postprocess, multi_image)
+    """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``; a graph with
+    the official signature is run one prompt per call under this contract's feeds."""
+    layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature)
+    runner = _runner(backend, onnx, metadata, layout, threads=threads, checkpoint=checkpoint, engine=engine)
+    if layout.official:
+        from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
+
+        return PromptByPromptRunner(runner, layout)
+    return runner
+
+
+def _runner(
+    backend: str, onnx: Path, metadata: dict[str, str], layout: contract.GraphLayout, *,
+    threads: int | None, checkpoint: Path | None, engine: Path | None,
+) -> Runner:
     inputs, outputs = layout.inputs(), layout.output_names()
+    mask_output, postprocess, multi_image = layout.mask_output, layout.postprocess, layout.multi_image
     if backend == "onnxruntime":
         from segdeploy.runners.ort_runner import OrtRunner
 
@@ -34,7 +49,13 @@ def make_runner(
         from segdeploy.runners.torch_runner import TorchRunner
 
         decoder, _ = resolve_weights(metadata, checkpoint, onnx)
-        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image)
+        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature)
+    if backend == "aoti":
+        if engine is None:
+            raise BadInputError("the aoti backend needs --engine PACKAGE.pt2 (build one with `segdeploy build-engine --runtime aoti`)")
+        from segdeploy.runners.aoti_runner import AotiRunner
+
+        return AotiRunner(engine, inputs, outputs)
     if backend == "tensorrt":
         if engine is None:
             raise BadInputError("the tensorrt backend needs --engine PLAN (build one with `segdeploy build-engine`)")

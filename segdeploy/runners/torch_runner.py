@@ -21,9 +21,9 @@ class TorchRunner(Runner):
 
     def __init__(
         self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm(),
-        multi_image: bool = False,
+        multi_image: bool = False, signature: contract.Signature = contract.Signature.SEGDEPLOY,
     ) -> None:
-        layout = contract.GraphLayout(mask_output, postprocess, multi_image)
+        layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature)
         super().__init__(layout.inputs(), layout.output_names())
         from segdeploy.model import decoder_graph
 

@@ -9,22 +9,13 @@ from pathlib import Path
 from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
+from segdeploy.provenance import layout_from_io
 from segdeploy.runners.base import Runner
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 # The eager backend needs no export: it takes all mask tokens and several images, so one loaded
 # model serves both multimask settings and cross-image batches.
 EAGER_LAYOUT = GraphLayout(MaskOutput.ALL, postprocess=False, multi_image=True)
-
-
-def layout_from_io(input_names: list[str], outputs: dict[str, list]) -> GraphLayout:
-    """A layout from declared I/O (engines and packages, which carry no ONNX metadata)."""
-    masks = {1: MaskOutput.SINGLE, 3: MaskOutput.MULTI, 4: MaskOutput.ALL}
-    dims = outputs.get("iou_predictions", [])
-    if len(dims) != 2 or dims[1] not in masks:
-        raise BadInputError(f"cannot tell the mask output from iou_predictions dims {dims}")
-    multi_image = contract.IMAGE_INDEX.name in input_names
-    return GraphLayout(masks[dims[1]], postprocess="masks" in outputs, multi_image=multi_image)
 
 
 def ort_providers() -> list[str]:
@@ -53,6 +44,8 @@ def _open_graph(path: Path, backend: str, threads: int | None, checkpoint: Path 
     if not metadata:
         raise BadInputError(f"{path} carries no segdeploy metadata; load a graph made by `segdeploy export`")
     layout, _ = graph_layout(metadata, path)
+    if layout.official:
+        raise BadInputError(f"{path} has the official export's signature (for existing clients); Decoder loads segdeploy-signature graphs")
     if backend == "torch":
         decoder, _ = resolve_weights(metadata, checkpoint, path)
         return _eager(decoder, layout, threads, device), layout, metadata

@@ -359,3 +359,76 @@ def inspect(
 
     result = call(inspect_engine, plan, onnx)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_inspect(result))
+
+
+@app.command()
+def serve(
+    model: Annotated[Optional[Path], typer.Argument(help="What to serve: anything Decoder.load takes (.onnx, .plan, .pt2, a checkpoint); none: seeded random weights on eager PyTorch.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch, tensorrt or aoti (as Decoder.load).")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Threads of the backend (onnxruntime intra-op, torch).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint an .onnx graph was exported from, for --backend torch.")] = None,
+    address: Annotated[str, typer.Option(help="Address to bind HTTP, gRPC and metrics to.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    max_batch_size: Annotated[int, typer.Option(help="Most requests (prompts) the dynamic batcher puts in one backend call.")] = 64,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for others to batch with, in microseconds.")] = 2000,
+    dynamic_batching: Annotated[bool, typer.Option(help="Batch requests across clients and images (--no-dynamic-batching: every request alone).")] = True,
+    instances: Annotated[int, typer.Option(help="Model instances (each loads the decoder).")] = 1,
+) -> None:
+    """Serve the decoder as `sam_decoder` on Triton Inference Server (KServe v2 HTTP and gRPC), with
+    dynamic batching across images; Ctrl-C or SIGTERM stops it. Needs `pip install 'segdeploy[serve]'`."""
+    import signal
+
+    from segdeploy.serving.server import ServeOptions, start_server
+
+    options = ServeOptions(
+        source=model, backend=backend, threads=threads, checkpoint=checkpoint, address=address, http_port=http_port,
+        grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us if dynamic_batching else None, instances=instances,
+    )
+    with spinner_progress("serve") as (step, _):
+        server = start_server(options, step)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame) -> None:
+        stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    typer.echo(f"serving sam_decoder ({model or 'random weights, eager'}) on Triton Inference Server")
+    typer.echo(f"  KServe v2 HTTP  http://{server.http_url}/v2/models/sam_decoder")
+    typer.echo(f"  KServe v2 gRPC  {server.grpc_url}")
+    typer.echo(f"  metrics         {server.metrics_url}")
+    batching = f"dynamic batching up to {max_batch_size}, {max_queue_delay_us} us queue delay" if dynamic_batching else "no dynamic batching"
+    typer.echo(f"  {batching}; Ctrl-C or SIGTERM stops it", err=False)
+    try:
+        code = server.wait()
+        raise fail(BadInputError(f"tritonserver exited by itself (code {code}): {server.log_tail(1)}"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    typer.echo("stopped")
+
+
+@app.command("triton-repo")
+def triton_repo(
+    model: Annotated[Path, typer.Argument(help="An exported .onnx graph or a built .plan.")],
+    out: Annotated[Path, typer.Option(help="Model repository folder to write (sam_decoder/ goes inside).")] = Path("triton_repo"),
+    backend: Annotated[str, typer.Option(help="python: segdeploy.Decoder in Triton's Python backend (what `serve` runs; dynamic batching across images); onnxruntime or tensorrt: the graph/plan on Triton's own backend.")] = "python",
+    max_batch_size: Annotated[int, typer.Option(help="python backend: most requests per batch.")] = 64,
+    max_queue_delay_us: Annotated[int, typer.Option(help="python backend: dynamic batcher queue delay in microseconds.")] = 2000,
+    instances: Annotated[int, typer.Option(help="Instances in the instance group.")] = 1,
+    kind: Annotated[str, typer.Option(help="KIND_CPU or KIND_GPU.")] = "KIND_CPU",
+) -> None:
+    """Write a model repository for a stock Triton server (NVIDIA's container)."""
+    from segdeploy.serving.repository import RepoOptions, write_triton_repo
+
+    options = RepoOptions(source=model, out=out, backend=backend, max_batch_size=max_batch_size,
+                          max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind)
+    result = call(write_triton_repo, options)
+    typer.echo(f"wrote {result.folder}/sam_decoder ({backend} backend): " + ", ".join(str(p.relative_to(result.folder)) for p in result.files))
+    for note in result.notes:
+        typer.echo(f"note: {note}")

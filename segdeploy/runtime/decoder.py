@@ -125,6 +125,12 @@ class Decoder:
                 results[index] = self._split(outputs, row, checked[index], return_logits)
         return results  # type: ignore[return-value]
 
+    def check(self, prompt: Prompt, where: str = "") -> None:
+        """Raise BadInputError unless this decoder can answer ``prompt`` (what ``predict_batch`` checks)."""
+        checked = check_prompt(prompt, where)
+        self._check_tokens(checked.multimask_output, where)
+        check_embedding(prompt.embedding, where)
+
     def _check(self, prompts: Sequence[Prompt]) -> tuple[list[CheckedPrompt], list[np.ndarray], list[int]]:
         """Checked prompts, the distinct embeddings (by object identity) and each prompt's image."""
         if isinstance(prompts, Prompt):

@@ -1,0 +1,1 @@
+"""Serving: `segdeploy serve` on Triton Inference Server, and model repositories for stock Triton."""

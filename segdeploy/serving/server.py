@@ -1,0 +1,261 @@
+"""`segdeploy serve`: a real Triton Inference Server (the tritonserver binary the nvidia-pytriton
+wheel ships) serving ``sam_decoder`` over KServe v2 HTTP and gRPC, from a model repository whose
+Python-backend model runs ``segdeploy.Decoder`` (serving/triton_model.py) with Triton's dynamic batcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segdeploy.errors import BadInputError, CheckFailedError, MissingDependencyError
+from segdeploy.serving.model_config import MODEL_NAME, serve_config
+
+INSTALL_HINT = "pip install 'segdeploy[serve]'"
+STARTUP_SECONDS = 180.0
+STOP_SECONDS = 20.0
+MODEL_PY = '''"""Triton Python-backend model written by segdeploy: runs segdeploy.Decoder (see its config.pbtxt)."""
+import sys
+
+sys.path[:0] = {paths!r}
+from segdeploy.serving.triton_model import TritonPythonModel  # noqa: E402,F401
+'''
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    source: Path | None = None  # anything Decoder.load takes; None: seeded random weights, eager
+    backend: str = "auto"
+    threads: int | None = None
+    checkpoint: Path | None = None
+    address: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch_size: int = 64
+    max_queue_delay_us: int | None = 2000  # None: no dynamic batcher, every request alone
+    instances: int = 1
+
+
+@dataclass
+class TritonDistribution:
+    """Where the pieces of the wheel's Triton are: the server binary, its libraries, the Python backend
+    and the Python-backend stub built for this interpreter's version."""
+
+    binary: Path
+    libraries: Path
+    python_backend: Path
+    stub: Path
+
+
+def find_triton() -> TritonDistribution:
+    """The tritonserver of the nvidia-pytriton wheel, or MissingDependencyError."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"segdeploy serve needs Triton Inference Server from the nvidia-pytriton wheel; {INSTALL_HINT}")
+    root = Path(spec.submodule_search_locations[0])
+    dist = root / "tritonserver"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    libraries = next((p for p in (root.parent / "nvidia_pytriton.libs", dist / "external_libs") if p.is_dir()), root.parent / "nvidia_pytriton.libs")
+    found = TritonDistribution(dist / "bin" / "tritonserver", libraries, dist / "backends" / "python", dist / "python_backend_stubs" / version / "triton_python_backend_stub")
+    if not found.binary.is_file():
+        raise MissingDependencyError(f"the nvidia-pytriton wheel here has no tritonserver binary ({found.binary}); {INSTALL_HINT}")
+    if not found.stub.is_file():
+        raise MissingDependencyError(f"nvidia-pytriton ships no Python-backend stub for Python {version}; use CPython 3.8-3.13")
+    return found
+
+
+def libpython_dir() -> Path:
+    """The folder of this interpreter's shared libpython, which Triton's Python-backend stub loads."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    library = sysconfig.get_config_var("LDLIBRARY") or ""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not libdir or not (Path(libdir) / library).is_file():
+        raise BadInputError(f"segdeploy serve needs a CPython with a shared libpython (built with --enable-shared); {sys.executable} has none")
+    return Path(libdir)
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+def write_repository(folder: Path, options: ServeOptions, *, python_paths: list[str] | None, kind: str = "KIND_CPU") -> Path:
+    """A model repository with ``sam_decoder`` as a Python-backend model running segdeploy.Decoder.
+    ``python_paths`` go first on the stub's sys.path (this interpreter's, for `serve`); None leaves
+    the server's own environment to provide segdeploy (a repository for another server)."""
+    model = folder / MODEL_NAME
+    (model / "1").mkdir(parents=True, exist_ok=True)
+    loader = {"backend": options.backend, "threads": options.threads, "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
+    parameters = {
+        "segdeploy_source": "" if options.source is None else str(options.source),
+        "segdeploy_options": json.dumps({k: v for k, v in loader.items() if v is not None}),
+    }
+    (model / "config.pbtxt").write_text(serve_config(options.max_batch_size, options.max_queue_delay_us, parameters, options.instances, kind))
+    paths = python_paths if python_paths is not None else []
+    (model / "1" / "model.py").write_text(MODEL_PY.format(paths=paths))
+    return folder
+
+
+def _python_paths() -> list[str]:
+    """This process's import path, with segdeploy's own source root first (editable installs add it
+    through a .pth hook that the stub's interpreter would not run)."""
+    import segdeploy
+
+    root = str(Path(segdeploy.__file__).resolve().parent.parent)
+    return [root] + [p for p in sys.path if p and p != root and Path(p).exists()]
+
+
+@dataclass
+class RunningServer:
+    """A started tritonserver; ``stop()`` ends it and every process it started."""
+
+    process: subprocess.Popen
+    workspace: Path
+    options: ServeOptions
+    log_path: Path
+    _temp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.address}:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.address}:{self.options.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.address}:{self.options.metrics_port}/metrics"
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self) -> int:
+        return self.process.wait()
+
+    def stop(self) -> int:
+        """SIGTERM to the server's process group (server and Python-backend stubs), then SIGKILL
+        after STOP_SECONDS; returns the server's exit code."""
+        if self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.process.pid, signal.SIGKILL)  # stragglers of the group (stubs), if any
+        code = self.process.wait()
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+        return code
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _ready(options: ServeOptions) -> bool:
+    url = f"http://{options.address}:{options.http_port}/v2/models/{MODEL_NAME}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def check_options(options: ServeOptions) -> None:
+    ports = [options.http_port, options.grpc_port, options.metrics_port]
+    if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
+        raise BadInputError(f"--http-port, --grpc-port and --metrics-port must be three different ports in 1..65535, got {ports}")
+    if options.max_batch_size < 1:
+        raise BadInputError("--max-batch-size must be at least 1")
+    if options.max_queue_delay_us is not None and options.max_queue_delay_us < 0:
+        raise BadInputError("--max-queue-delay-us must be at least 0")
+    if options.instances < 1:
+        raise BadInputError("--instances must be at least 1")
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((options.address, port))
+            except OSError as exc:
+                raise BadInputError(f"cannot listen on {options.address}:{port} ({exc.strerror or exc})") from None
+
+
+def start_server(options: ServeOptions, progress=None) -> RunningServer:
+    """Check what serving needs, write the repository, start tritonserver and wait until
+    ``sam_decoder`` is ready; CheckFailedError (with the log's last line) if it never gets there."""
+    say = progress or (lambda _message: None)
+    check_options(options)
+    triton = find_triton()
+    libdir = libpython_dir()
+    if options.source is not None and not Path(options.source).is_file():
+        raise BadInputError(f"model not found: {options.source}")
+    if options.source is not None:  # fail here, in one line, rather than inside the server's log
+        from segdeploy.runtime import Decoder
+
+        Decoder.load(options.source, backend=options.backend, checkpoint=options.checkpoint).close()
+    temp = tempfile.TemporaryDirectory(prefix="segdeploy-serve-")
+    workspace = Path(temp.name)
+    say("writing the model repository")
+    source = None if options.source is None else Path(options.source).resolve()
+    checkpoint = None if options.checkpoint is None else Path(options.checkpoint).resolve()
+    resolved = ServeOptions(**{**options.__dict__, "source": source, "checkpoint": checkpoint})
+    write_repository(workspace / "models", resolved, python_paths=_python_paths())
+    backends = workspace / "backends" / "python"
+    backends.mkdir(parents=True)
+    for item in triton.python_backend.iterdir():
+        if item.is_file():
+            (backends / item.name).symlink_to(item)
+    (backends / "triton_python_backend_stub").symlink_to(triton.stub)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(triton.libraries), str(libdir), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    command = [
+        str(triton.binary), f"--model-repository={workspace / 'models'}", f"--backend-directory={workspace / 'backends'}",
+        f"--http-address={options.address}", f"--http-port={options.http_port}",
+        f"--grpc-address={options.address}", f"--grpc-port={options.grpc_port}",
+        f"--metrics-address={options.address}", f"--metrics-port={options.metrics_port}", "--allow-metrics=true",
+        "--exit-timeout-secs=10", "--strict-readiness=true", f"--cache-directory={workspace / 'cache'}",
+    ]
+    log_path = workspace / "tritonserver.log"
+    say("starting tritonserver")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    server = RunningServer(process, workspace, options, log_path, temp)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    say("waiting for sam_decoder to be ready")
+    while not _ready(options):
+        if not server.is_running() or time.monotonic() > deadline:
+            tail = [line for line in server.log_tail(40).splitlines() if "error" in line.lower() or "failed" in line.lower()]
+            reason = tail[-1].strip() if tail else f"not ready after {STARTUP_SECONDS:.0f}s"
+            server.stop()
+            raise CheckFailedError(f"tritonserver did not bring up {MODEL_NAME}: {reason[:300]}")
+        time.sleep(0.5)
+    return server

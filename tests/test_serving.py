@@ -1,0 +1,240 @@
+"""`segdeploy serve` on a real tritonserver (loopback, free ports): concurrent good and bad requests
+over HTTP and gRPC, answers equal to Decoder.predict, dynamic batching, clean SIGTERM; and the
+model repositories `segdeploy triton-repo` writes, parsed strictly with Triton's own ModelConfig."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segdeploy import Decoder
+from segdeploy.cli import app
+from segdeploy.serving.server import free_port
+
+pytest.importorskip("tritonclient.http")
+runner = CliRunner()
+MAX_BATCH = 8
+
+
+def _pids_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(exported_multi):
+    ports = [free_port() for _ in range(3)]
+    command = [sys.executable, "-m", "segdeploy", "serve", str(exported_multi.path), "--threads", "2",
+               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+               "--max-batch-size", str(MAX_BATCH), "--max-queue-delay-us", "200000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/models/sam_decoder/ready", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+        assert process.poll() is None, process.stdout.read()
+    else:
+        process.kill()
+        pytest.fail("segdeploy serve did not get ready")
+    yield process, ports
+    if process.poll() is None:
+        process.kill()
+
+
+def _request(module, embedding, size, coords=None, labels=None, box=None, dtype_override=None):
+    inputs = []
+
+    def add(name, array, datatype):
+        tensor = module.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+
+    add("image_embeddings", embedding, "FP32")
+    if coords is not None:
+        add("point_coords", coords.astype(dtype_override or np.float32)[None], "FP64" if dtype_override else "FP32")
+        add("point_labels", labels.astype(np.float32)[None], "FP32")
+    if box is not None:
+        add("box", box.astype(np.float32)[None], "FP32")
+    if size is not None:
+        add("orig_size", np.array([size], np.int64), "INT64")
+    return inputs
+
+
+def _metric(ports, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ports[2]}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{") and 'model="sam_decoder"' in line)
+
+
+def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
+    import tritonclient.grpc as grpc_client
+    import tritonclient.http as http_client
+
+    process, ports = server
+    rng = np.random.default_rng(fresh_seed)
+    sizes = [(480, 640), (1024, 1024), (720, 1280)]
+    good = []
+    for i in range(12):
+        size = sizes[i % 3]
+        embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)
+        coords = np.array([[rng.uniform(0, size[1]), rng.uniform(0, size[0])]])
+        box = np.array([10.0, 20.0, size[1] / 2, size[0] / 2]) if i % 4 == 0 else None
+        good.append((embedding, size, coords, np.array([1.0]), box))
+    nan_embedding = good[0][0].copy()
+    nan_embedding[0, 0, 0, 0] = np.nan
+    bad = [
+        ("NaN", dict(embedding=nan_embedding, size=(480, 640), coords=good[0][2], labels=np.array([1.0]))),
+        ("label", dict(embedding=good[1][0], size=(480, 640), coords=good[1][2], labels=np.array([7.0]))),
+        ("box", dict(embedding=good[2][0], size=(480, 640), box=np.array([50.0, 50.0, 10.0, 10.0]))),
+        ("missing", dict(embedding=good[3][0], size=None, coords=good[3][2], labels=np.array([1.0]))),
+        ("dtype", dict(embedding=good[4][0], size=(480, 640), coords=good[4][2], labels=np.array([1.0]), dtype_override=np.float64)),
+        ("too many", dict(embedding=np.repeat(good[5][0], MAX_BATCH + 1, 0), size=None, coords=None, labels=None)),
+    ]
+    def send(job):  # one client per request: tritonclient's HTTP client must stay on its own thread
+        kind, index, args = job
+        module = http_client if index % 2 else grpc_client
+        client = module.InferenceServerClient(f"127.0.0.1:{ports[0] if index % 2 else ports[1]}")
+        try:
+            result = client.infer("sam_decoder", _request(module, **args))
+            return kind, index, {name: result.as_numpy(name) for name in ("masks", "scores", "low_res_masks")}
+        except Exception as error:  # tritonclient raises InferenceServerException per failed request
+            return kind, index, error
+
+    jobs = [("good", i, dict(embedding=e, size=s, coords=c, labels=l, box=b)) for i, (e, s, c, l, b) in enumerate(good)]
+    jobs += [(f"bad {name}", 100 + i, args) for i, (name, args) in enumerate(bad)]
+    rng.shuffle(jobs)
+    requests_before, executions_before = _metric(ports, "nv_inference_count"), _metric(ports, "nv_inference_exec_count")
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(send, jobs))
+    executed = _metric(ports, "nv_inference_exec_count") - executions_before
+    served = _metric(ports, "nv_inference_count") - requests_before
+    assert served >= len(good) and executed < served, f"{served} requests in {executed} executions: no dynamic batching"
+
+    with Decoder.load(exported_multi.path) as reference:
+        for kind, index, answer in answers:
+            if kind.startswith("bad"):
+                assert isinstance(answer, Exception), f"{kind} request was answered"
+                continue
+            assert not isinstance(answer, Exception), f"good request {index} failed: {answer}"
+            embedding, size, coords, labels, box = good[index]
+            want = reference.predict(embedding, point_coords=coords, point_labels=labels, box=box, orig_size=size)
+            assert answer["masks"].dtype == bool and answer["masks"].shape == (1, *want.masks.shape)
+            assert np.abs(answer["low_res_masks"][0] - want.low_res_logits).max() <= 1e-4
+            assert np.abs(answer["scores"][0] - want.scores).max() <= 1e-5
+            assert (answer["masks"][0] == want.masks).mean() >= 0.9999
+    http = http_client.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+    assert http.is_server_live() and http.is_model_ready("sam_decoder"), "the server keeps serving after bad requests"
+    assert process.poll() is None
+
+
+def test_sigterm_leaves_no_server_process(server):
+    process, ports = server
+    marker = f"--http-port={ports[0]}"
+    assert _pids_with(marker), "tritonserver should be running"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped" in output
+    time.sleep(0.5)
+    assert not _pids_with(marker), "a tritonserver process outlived SIGTERM"
+
+
+def test_serve_refuses_a_taken_port_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())])
+    assert result.exit_code == 2 and "cannot listen" in result.output and "Traceback" not in result.output
+
+
+def _parse_config(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())  # strict: unknown fields raise
+
+
+@pytest.mark.parametrize("backend", ["python", "onnxruntime"])
+def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exported, exported_multi, tmp_path):
+    from segdeploy.contract import GraphLayout, MaskOutput
+
+    for graph, layout in ((exported.path, GraphLayout(MaskOutput.MULTI)), (exported_multi.path, GraphLayout(MaskOutput.ALL, False, True))):
+        out = tmp_path / f"{backend}-{graph.stem}"
+        result = runner.invoke(app, ["triton-repo", str(graph), "--out", str(out), "--backend", backend, "--instances", "2"])
+        assert result.exit_code == 0, result.output
+        config = _parse_config(out / "sam_decoder" / "config.pbtxt")
+        assert config.name == "sam_decoder" and config.instance_group[0].count == 2
+        types = {"TYPE_FP32": "float32", "TYPE_INT64": "int64", "TYPE_BOOL": "bool"}
+        from tritonclient.grpc import model_config_pb2
+
+        def described(tensors):
+            return [(t.name, types[model_config_pb2.DataType.Name(t.data_type)], tuple(t.dims)) for t in tensors]
+
+        if backend == "onnxruntime":
+            assert config.backend == "onnxruntime" and config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+            expect = lambda specs: [(s.name, s.dtype, tuple(d if isinstance(d, int) else -1 for d in s.dims)) for s in specs]  # noqa: E731
+            assert described(config.input) == expect(layout.inputs())
+            assert described(config.output) == expect(layout.outputs())
+            assert (out / "sam_decoder" / "1" / "model.onnx").read_bytes() == graph.read_bytes()
+        else:
+            assert config.backend == "python" and config.max_batch_size == 64
+            assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+            assert [i.name for i in config.input] == ["image_embeddings", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            assert (out / "sam_decoder" / "1" / graph.name).is_file() and (out / "sam_decoder" / "1" / "model.py").is_file()
+            parameters = {k: v.string_value for k, v in config.parameters.items()}
+            assert parameters["segdeploy_source"] == graph.name
+
+
+def test_triton_repo_errors(exported, tmp_path):
+    result = runner.invoke(app, ["triton-repo", str(exported.path), "--out", str(tmp_path), "--backend", "tensorrt"])
+    assert result.exit_code == 2 and ".plan" in result.output
+    assert runner.invoke(app, ["triton-repo", str(exported.path), "--out", str(tmp_path)]).exit_code == 0
+    again = runner.invoke(app, ["triton-repo", str(exported.path), "--out", str(tmp_path)])
+    assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_tensorrt_repo_marks_the_shape_tensor(exported, tmp_path):
+    from segdeploy.contract import GraphLayout, MaskOutput
+    from segdeploy.serving.model_config import contract_tensors, render_config
+
+    text = render_config(backend="tensorrt", inputs=contract_tensors(GraphLayout(MaskOutput.MULTI).inputs(), tensorrt=True),
+                         outputs=contract_tensors(GraphLayout(MaskOutput.MULTI).outputs()), max_batch_size=0, queue_delay_us=None)
+    path = tmp_path / "config.pbtxt"
+    path.write_text(text)
+    config = _parse_config(path)
+    assert [i.name for i in config.input if i.is_shape_tensor] == ["orig_im_size"]
+
+
+def test_libpython_check_names_the_problem(monkeypatch):
+    import sysconfig
+
+    from segdeploy.errors import BadInputError
+    from segdeploy.serving import server
+
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: None)
+    with pytest.raises(BadInputError, match="shared libpython"):
+        server.libpython_dir()
+    assert os.path.basename(sys.executable)

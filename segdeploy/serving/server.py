@@ -23,6 +23,7 @@ from segdeploy.serving.model_config import MODEL_NAME, serve_config
 INSTALL_HINT = "pip install 'segdeploy[serve]'"
 STARTUP_SECONDS = 180.0
 STOP_SECONDS = 20.0
+SHM_BYTES = 64 << 20
 MODEL_PY = '''"""Triton Python-backend model written by segdeploy: runs segdeploy.Decoder (see its config.pbtxt)."""
 import sys
 
@@ -243,6 +244,8 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
         f"--grpc-address={options.address}", f"--grpc-port={options.grpc_port}",
         f"--metrics-address={options.address}", f"--metrics-port={options.metrics_port}", "--allow-metrics=true",
         "--exit-timeout-secs=10", "--strict-readiness=true", f"--cache-directory={workspace / 'cache'}",
+        # requests carry 4 MB embeddings: start the Python backend's shared memory big enough for a batch
+        f"--backend-config=python,shm-default-byte-size={SHM_BYTES}", f"--backend-config=python,shm-growth-byte-size={SHM_BYTES // 4}",
     ]
     log_path = workspace / "tritonserver.log"
     say("starting tritonserver")

@@ -1,0 +1,230 @@
+"""AOTInductor packages on the CPU: `build-engine --runtime aoti`, verify and bench through the
+package, the sidecar checks that refuse a package, and the C++ example against the Python runner.
+
+One package is compiled per session (about a minute on 2 cores), at small ranges; the C++ example is
+built once per session (skipped, with the reason, where cmake or a C++ compiler is missing)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segdeploy import contract
+from segdeploy.cli import app
+from segdeploy.errors import BadInputError, MissingDependencyError
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+RANGES = ["--prompts", "1:2:8", "--points", "1:3:16"]
+
+
+def _compiler_problem() -> str | None:
+    from segdeploy.aoti.builder import require_toolchain
+
+    try:
+        require_toolchain("cpu")
+    except MissingDependencyError as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture(scope="session")
+def package(exported, tmp_path_factory) -> Path:
+    """The default graph (few-token form, postprocessing) compiled for the CPU."""
+    problem = _compiler_problem()
+    if problem:
+        pytest.skip(problem)
+    out = tmp_path_factory.mktemp("aoti") / "decoder.pt2"
+    result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), "--out", str(out), *RANGES])
+    assert result.exit_code == 0, result.output
+    assert f"built {out} (fp32 on cpu, torch " in result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpp_example(tmp_path_factory) -> Path:
+    """examples/cpp built against the torch wheel's libtorch."""
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the C++ example needs {' and '.join(missing)} (apt-get install cmake g++)")
+    import torch.utils
+
+    build = tmp_path_factory.mktemp("cpp")
+    configure = ["cmake", "-S", str(ROOT / "examples/cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return build / "segdeploy_aoti"
+
+
+def copy_package(package: Path, folder: Path, **sidecar_changes) -> Path:
+    """A copy of the package and its sidecar, with sidecar fields changed."""
+    copy = folder / package.name
+    shutil.copy(package, copy)
+    info = json.loads(package.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**info, **sidecar_changes}))
+    return copy
+
+
+def test_sidecar_records_what_the_package_is(package, exported):
+    from segdeploy.weights import file_sha256
+
+    info = json.loads(package.with_suffix(".json").read_text())
+    import torch
+
+    assert info["torch_version"] == torch.__version__ and info["device"] == "cpu" and info["precision"] == "fp32"
+    assert info["ranges"] == {"prompts": {"min": 1, "opt": 2, "max": 8}, "points": {"min": 1, "opt": 3, "max": 16}}
+    assert (info["attention"], info["upscale"], info["mask_output"], info["postprocess"], info["multi_image"]) == ("fewtoken", "matmul", "multi", True, False)
+    assert info["onnx_sha256"] == file_sha256(exported.path) and info["package_sha256"] == file_sha256(package)
+    assert info["weights"] == "random" and info["random_seed"] == "0"
+
+
+def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
+    report = tmp_path / "verify.json"
+    result = runner.invoke(app, ["verify", "--engine", str(package), "--cases", "4", "--seed", str(fresh_seed), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["candidate"] == "aoti" and data["passed"] and len(data["cases"]) == 4
+    assert any(case["ragged"] for case in data["cases"])  # the ragged rows ran batched-vs-alone too
+    worst = max(o["max_abs"] for case in data["cases"] for o in case["outputs"] if o["name"] == "low_res_masks")
+    assert worst < 1e-3
+
+
+def graph_claiming_seed_1(exported, folder: Path) -> Path:
+    """The exported graph with metadata saying its random weights have seed 1."""
+    import onnx
+
+    from segdeploy.graph_io import read_metadata, set_metadata
+
+    model = onnx.load(str(exported.path))
+    set_metadata(model, {**read_metadata(model), "random_seed": "1"})
+    graph = folder / "seed1.onnx"
+    onnx.save(model, str(graph))
+    return graph
+
+
+def test_verify_fails_when_the_package_holds_other_weights(package, exported, tmp_path):
+    """Fault injection: the graph's metadata says seed 1, so the eager reference has other weights."""
+    from segdeploy.weights import file_sha256
+
+    graph = graph_claiming_seed_1(exported, tmp_path)
+    copy = copy_package(package, tmp_path, onnx_path=str(graph), onnx_sha256=file_sha256(graph))
+    result = runner.invoke(app, ["verify", "--engine", str(copy), "--cases", "1"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"torch_version": "2.0.0"}, "built with torch 2.0.0, this machine has torch"),
+    ({"device": "cuda", "compute_capability": "9.0"}, "built for CUDA"),
+    ({"cpu_capability": "NO_AVX"}, "compiled for"),
+    ({"package_sha256": "0" * 64}, "rebuilt or replaced since"),
+])
+def test_a_foreign_package_is_refused_before_loading(package, tmp_path, changes, message):
+    copy = copy_package(package, tmp_path, **changes)
+    result = runner.invoke(app, ["verify", "--engine", str(copy), "--cases", "1"])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and f"refusing {copy}" in result.output and message in result.output
+
+
+def test_verify_refuses_a_package_built_from_another_graph(package, exported, tmp_path):
+    other = graph_claiming_seed_1(exported, tmp_path)
+    result = runner.invoke(app, ["verify", "--engine", str(package), "--onnx", str(other)])
+    assert result.exit_code == 2 and "was built from" in result.output
+
+
+def test_calls_outside_the_compiled_ranges_are_refused(package, rng):
+    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.runners.aoti_runner import AotiRunner
+
+    case = draw_case(MATRIX[-1], rng)  # 32 prompts; the package takes 1..8
+    with AotiRunner.from_package(package) as aoti, pytest.raises(BadInputError, match="outside the package's compiled ranges"):
+        aoti.infer(case.feeds)
+
+
+def test_bench_lists_aoti_beside_onnxruntime(package, exported, tmp_path):
+    args = ["bench", "--onnx", str(exported.path), "--backend", "onnxruntime", "--backend", "aoti", "--engine", str(package),
+            "--prompts", "2", "--points", "3", "--runs", "1", "--warmup", "0", "--orig-size", "64x64", "--out-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(next(tmp_path.glob("*.json")).read_text())["rows"]
+    assert {row["backend"] for row in rows} == {"onnxruntime", "aoti"}
+
+
+def test_cpp_example_equals_the_python_runner(package, cpp_example, tmp_path):
+    """The C++ example's outputs (written by libtorch's AOTIModelPackageLoader) equal the Python
+    runner's on a ragged batch of mixed prompts at 480x640, through the example's own scripts."""
+    from segdeploy.aoti.tensorfile import read_tensors
+    from segdeploy.runners.aoti_runner import AotiRunner
+
+    script = ROOT / "examples/cpp/prompts.py"
+    inputs, outputs = tmp_path / "prompts.bin", tmp_path / "outputs.bin"
+    subprocess.run([sys.executable, str(script), "write", str(package), str(inputs), "--case", "5", "--seed", "3"], check=True, capture_output=True)
+    ran = subprocess.run([str(cpp_example), str(package), str(inputs), str(outputs)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    got = read_tensors(outputs)
+    with AotiRunner.from_package(package) as aoti:
+        expected = aoti.infer(read_tensors(inputs))
+    assert list(got) == ["masks", "iou_predictions", "low_res_masks"]
+    assert got["masks"].shape == (7, 3, 480, 640)
+    for name, value in expected.items():
+        assert got[name].shape == value.shape and np.abs(got[name] - value).max() <= 1e-4, name
+    checked = subprocess.run([sys.executable, str(script), "check", str(package), str(inputs), str(outputs)], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(" ok") == 3, checked.stdout + checked.stderr
+
+
+def test_cpp_example_says_what_is_wrong(package, cpp_example, tmp_path):
+    from segdeploy.aoti.tensorfile import write_tensors
+
+    inputs = tmp_path / "partial.bin"
+    write_tensors(inputs, {contract.POINT_COORDS.name: np.zeros((1, 2, 2), np.float32)})
+    ran = subprocess.run([str(cpp_example), str(package), str(inputs), str(tmp_path / "out.bin")], capture_output=True, text=True)
+    assert ran.returncode == 2 and ran.stderr.strip() == "error: the inputs file has no tensor named image_embeddings"
+
+
+def test_tensor_file_round_trip_and_damage(tmp_path, rng):
+    from segdeploy.aoti.tensorfile import read_tensors, write_tensors
+
+    tensors = {"a": rng.standard_normal((2, 3)).astype(np.float32), "size": np.array([480, 640], np.int64), "empty": np.zeros((0, 4), np.float32)}
+    path = tmp_path / "t.bin"
+    write_tensors(path, tensors)
+    back = read_tensors(path)
+    assert list(back) == list(tensors) and all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(BadInputError, match="damaged"):
+        read_tensors(path)
+    with pytest.raises(BadInputError, match="float32 and int64"):
+        write_tensors(path, {"h": np.zeros(2, np.float16)})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16"], "fp16 packages are for --device cuda"),
+    (["--device", "tpu"], "--device takes cpu or cuda"),
+    (["--print-trtexec"], "--print-trtexec is for the TensorRT runtime"),
+    (["--out", "engines/x.plan"], "a .pt2 file"),
+    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"),
+])
+def test_build_aoti_refuses_bad_options_in_one_line(exported, args, message):
+    result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_build_aoti_without_a_compiler_or_cuda_is_one_line(exported, tmp_path):
+    import torch
+    from torch._inductor import config
+
+    with config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), "--out", str(tmp_path / "x.pt2")])
+    assert result.exit_code == 2 and "needs a C++ compiler" in result.output and len(result.output.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--device", "cuda", "--onnx", str(exported.path), "--out", str(tmp_path / "x.pt2")])
+        assert result.exit_code == 2 and "--device cuda needs an NVIDIA GPU" in result.output
+    assert not (tmp_path / "x.pt2").exists()

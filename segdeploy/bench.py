@@ -106,18 +106,25 @@ def machine_info(threads: int) -> dict:
 
 def bench_feeds(
     prompts: int, points: int, orig_size: tuple[int, int], rng: np.random.Generator, postprocess: bool, images: int | None = None,
+    family: str = "sam1",
 ) -> dict[str, np.ndarray]:
     """B prompts of N point slots: N-1 clicks and SAM's padding point; no mask input. ``images``
-    (multi-image flavor) spreads the prompts round-robin over that many images."""
+    (multi-image flavor) spreads the prompts round-robin over that many images. ``family`` decides
+    the per-image inputs (SAM 2 adds its two high-resolution feature maps)."""
     if points < 1 or prompts < 1:
         raise BadInputError("prompts and points must be at least 1")
     coords = (rng.random((prompts, points, 2)) * contract.MODEL_INPUT_SIZE).astype(np.float32)
     labels = np.ones((prompts, points), np.float32)
     coords[:, -1] = 0.0
     labels[:, -1] = float(contract.Label.PADDING) if points > 1 else 1.0
-    feeds = {
-        "image_embeddings": (0.5 * rng.standard_normal((images or 1, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
-    }
+    if family == "sam1":
+        feeds = {
+            "image_embeddings": (0.5 * rng.standard_normal((images or 1, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
+        }
+    else:
+        from segdeploy.families import get_family
+
+        feeds = get_family(family).image_feeds(rng, images or 1)
     if images is not None:
         feeds["image_index"] = (np.arange(prompts) % images).astype(np.int64)
     feeds |= {
@@ -140,20 +147,21 @@ def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: 
         runners[backend] = make_runner(
             backend, options.onnx, metadata, layout.postprocess, layout.mask_output,
             threads=options.threads, checkpoint=options.checkpoint, engine=options.engine, multi_image=layout.multi_image,
-            signature=layout.signature,
+            signature=layout.signature, family=layout.family,
         )
     if options.baseline:
-        from segdeploy.baseline import export_official, official_runner
+        from segdeploy.families import get_family
 
+        family = get_family(layout.family)
         if not layout.postprocess:
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
         path = Path(options.baseline)
         if options.baseline == "official":
             decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
-            path = export_official(decoder.state_dict(), scratch / "official.onnx")
+            path = family.export_baseline(decoder, scratch / "official.onnx")
         elif not path.is_file():
             raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")
-        runners["official"] = official_runner(path, threads=options.threads)
+        runners["official"] = family.baseline_runner(path, options.threads)
     return runners
 
 
@@ -199,14 +207,14 @@ def _measure(options: BenchOptions, runners: dict[str, Runner], layout: contract
         runner.activate()
     try:
         if options.warmup:  # burn-in: allocator arenas, caches and clocks settle before the first cell
-            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, layout.postprocess, images)
+            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, layout.postprocess, images, layout.family)
             for runner in runners.values():
                 deadline = time.perf_counter() + BURN_IN_SECONDS
                 while time.perf_counter() < deadline:
                     runner.infer(feeds)
         for index, (prompts, points) in enumerate(cells):
             tick(index, len(cells), f"B={prompts} N={points}")
-            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images)
+            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images, layout.family)
             times: dict[str, list[float]] = {label: [] for label in runners}
             for round_index in range(options.warmup + options.runs):
                 for label, runner in runners.items():

@@ -65,6 +65,7 @@ class Case:
     spec: CaseSpec
     feeds: dict[str, np.ndarray]
     lengths: list[int] = field(default_factory=list)
+    image_inputs: tuple[str, ...] = (contract.IMAGE_EMBEDDINGS.name,)  # feeds with one row per image
 
     @property
     def is_ragged(self) -> bool:
@@ -169,7 +170,8 @@ def single_prompt(case: Case, index: int) -> dict[str, np.ndarray]:
     feeds = dict(case.feeds)
     if case.is_multi_image:
         image = int(case.feeds[contract.IMAGE_INDEX.name][index])
-        feeds[contract.IMAGE_EMBEDDINGS.name] = np.ascontiguousarray(case.feeds[contract.IMAGE_EMBEDDINGS.name][image : image + 1])
+        for name in case.image_inputs:
+            feeds[name] = np.ascontiguousarray(case.feeds[name][image : image + 1])
         feeds[contract.IMAGE_INDEX.name] = np.zeros(1, np.int64)
     for name in (contract.POINT_COORDS.name, contract.POINT_LABELS.name):
         feeds[name] = np.ascontiguousarray(case.feeds[name][index : index + 1, :length])

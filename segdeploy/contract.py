@@ -151,10 +151,13 @@ class GraphLayout:
     postprocess: bool = True
     multi_image: bool = False
     signature: Signature = Signature.SEGDEPLOY
+    family: str = "sam1"  # the decoder family (segdeploy.families); its specs replace the ones below
 
     def __post_init__(self) -> None:
         if self.multi_image and self.postprocess:
             raise ValueError("the multi-image flavor has no in-graph postprocessing")
+        if self.family != "sam1" and self.signature is Signature.OFFICIAL:
+            raise ValueError("the official signature is segment-anything's (sam1 family)")
         official = self.signature is Signature.OFFICIAL
         if official and (self.multi_image or not self.postprocess or self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST)):
             raise ValueError("the official signature is single-image, postprocessed, with mask output all or best")
@@ -166,9 +169,17 @@ class GraphLayout:
         return self.signature is Signature.OFFICIAL
 
     def inputs(self) -> list[TensorSpec]:
+        if self.family != "sam1":
+            from segdeploy.families import get_family
+
+            return get_family(self.family).input_specs(self)
         return list(OFFICIAL_INPUTS) if self.official else input_specs(self.postprocess, self.multi_image)
 
     def outputs(self) -> list[TensorSpec]:
+        if self.family != "sam1":
+            from segdeploy.families import get_family
+
+            return get_family(self.family).output_specs(self)
         return official_output_specs(self.mask_output) if self.official else output_specs(self.mask_output, self.postprocess)
 
     def output_names(self) -> list[str]:
@@ -213,4 +224,5 @@ META_PREFIX = "segdeploy."
 META_KEYS = (
     "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
     "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target", "images", "signature",
+    "family",  # written for families other than sam1; absent means sam1
 )

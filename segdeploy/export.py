@@ -51,10 +51,20 @@ class ExportOptions:
     signature: contract.Signature = contract.Signature.SEGDEPLOY
 
     @property
+    def family(self) -> str:
+        """The decoder family of ``variant`` (BadInputError for an unknown variant)."""
+        from segdeploy.families import family_of_variant
+
+        return family_of_variant(self.variant)
+
+    @property
     def layout(self) -> contract.GraphLayout:
+        family = self.family
         if self.multi_image and self.postprocess:
             raise BadInputError("the multi-image flavor resizes masks on the host (original sizes differ per image); drop --postprocess")
         if self.signature is contract.Signature.OFFICIAL:
+            if family != "sam1":
+                raise BadInputError(f"--signature official is segment-anything's SamOnnxModel export; {self.variant} is a {family} decoder")
             if self.multi_image or self.postprocess is False:
                 raise BadInputError("--signature official is the official export's: one image, masks at the original size (drop --multi-image/--no-postprocess)")
             if self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST):
@@ -62,7 +72,7 @@ class ExportOptions:
         elif self.mask_output is MaskOutput.BEST:
             raise BadInputError("--mask-output best is the official export's selection; use it with --signature official")
         postprocess = not self.multi_image if self.postprocess is None else self.postprocess
-        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image, self.signature)
+        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image, self.signature, family)
 
     @property
     def form(self) -> GraphForm:
@@ -111,7 +121,9 @@ def validate_opset(opset: int, attention: AttentionForm) -> None:
 
 
 def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, str]:
-    return {
+    family = options.layout.family
+    extra = {} if family == "sam1" else {"family": family}  # absent means sam1: SAM 1 graphs stay as they were
+    return extra | {
         "version": __version__,
         "contract_version": contract.CONTRACT_VERSION,
         "variant": weights.variant,
@@ -180,11 +192,17 @@ def trace_to_onnx(graph_module, options: ExportOptions):
         spec.name: {i: d for i, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs + outputs
     }
     buffer = io.BytesIO()
+    if layout.family == "sam1":
+        feeds = example_inputs(layout)
+    else:
+        from segdeploy.families import get_family
+
+        feeds = get_family(layout.family).example_inputs(layout)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph_module,
-            example_inputs(layout),
+            feeds,
             buffer,
             dynamo=False,
             opset_version=min(options.opset, MAX_TRACE_OPSET),
@@ -203,17 +221,17 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     """Export the decoder described by ``options``; returns what was written."""
     import onnx
 
-    from segdeploy.model import decoder_graph
-    from segdeploy.weights import load_decoder
+    from segdeploy.families import get_family
 
     say = progress or (lambda _msg: None)
     form = options.form
     validate_opset(options.opset, form.attention)
     layout = options.layout
+    family = get_family(layout.family)
     started = time.perf_counter()
     say("loading weights")
-    decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
-    graph_module = decoder_graph(decoder, layout, form).eval()
+    decoder, weights = family.load_decoder(options.variant, options.checkpoint, options.seed)
+    graph_module = family.decoder_graph(decoder, layout, form).eval()
     say("tracing to ONNX")
     model = trace_to_onnx(graph_module, options)
     say("optimizing the graph")

@@ -8,6 +8,7 @@ from pathlib import Path
 from segdeploy import contract
 from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
+from segdeploy.families import family_from_metadata
 
 
 def resolve_weights(metadata: dict[str, str], checkpoint: Path | None, graph: Path):
@@ -57,9 +58,10 @@ def graph_layout(metadata: dict[str, str], graph: Path) -> tuple[contract.GraphL
     postprocess = metadata.get("postprocess") == "1"
     if multi_image and postprocess:
         raise BadInputError(f"{graph} claims the multi-image flavor with in-graph postprocessing, which segdeploy never writes")
+    family = family_from_metadata(metadata, str(graph))
     try:
         signature = contract.Signature(metadata.get("signature", "segdeploy"))
-        return contract.GraphLayout(mask_output, postprocess, multi_image, signature), precision
+        return contract.GraphLayout(mask_output, postprocess, multi_image, signature, family), precision
     except ValueError as exc:
         raise BadInputError(f"{graph} has inconsistent metadata: {exc}") from None
 
@@ -84,6 +86,9 @@ def layout_from_io(input_names: list[str], outputs: dict[str, list], input_dtype
     """A layout recognised from declared I/O (foreign graphs, engines and packages): this contract's
     flavors, or the official export's signature (float32 ``orig_im_size``)."""
     official = (input_dtypes or {}).get(contract.ORIG_IM_SIZE.name) == "float32"
+    family = _family_from_io(input_names)
+    if family != "sam1":
+        return _layout_of_family(family, input_names, outputs)
     known = {tuple(s.name for s in contract.OFFICIAL_INPUTS) if official else tuple(s.name for s in contract.input_specs(p, m))
              for p, m in ((True, False), (False, False), (False, True))}
     if tuple(input_names) not in known:
@@ -96,3 +101,28 @@ def layout_from_io(input_names: list[str], outputs: dict[str, list], input_dtype
         return contract.GraphLayout(counts[dims[1]], postprocess=True, signature=contract.Signature.OFFICIAL)
     multi_image = contract.IMAGE_INDEX.name in input_names
     return contract.GraphLayout(counts[dims[1]], postprocess="masks" in outputs, multi_image=multi_image)
+
+
+def _family_from_io(input_names: list[str]) -> str:
+    """The family whose per-image inputs a graph declares (sam1 when only image_embeddings)."""
+    from segdeploy.families import FAMILY_NAMES, get_family
+
+    for name in FAMILY_NAMES:
+        extra = get_family(name).image_inputs
+        if len(extra) > 1 and set(extra) <= set(input_names):
+            return name
+    return "sam1"
+
+
+def _layout_of_family(family: str, input_names: list[str], outputs: dict[str, list]) -> contract.GraphLayout:
+    """A non-sam1 layout recognised from declared I/O: flavor from the inputs, masks per prompt from
+    iou_predictions (1: single, 3: multi, 4: all)."""
+    dims = outputs.get("iou_predictions", [])
+    counts = {1: MaskOutput.SINGLE, 3: MaskOutput.MULTI, 4: MaskOutput.ALL}
+    if len(dims) != 2 or dims[1] not in counts:
+        raise BadInputError(f"cannot tell the masks per prompt from iou_predictions dims {dims}")
+    for postprocess, multi_image in ((True, False), (False, False), (False, True)):
+        layout = contract.GraphLayout(counts[dims[1]], postprocess, multi_image, family=family)
+        if [s.name for s in layout.inputs()] == list(input_names):
+            return layout
+    raise BadInputError(f"inputs {input_names} are not a {family} graph's")

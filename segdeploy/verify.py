@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.cases import Case, draw_cases, single_prompt
+from segdeploy.cases import Case, single_prompt
 from segdeploy.compare import (
     OutputMetrics,
     compare_output,
@@ -20,6 +20,7 @@ from segdeploy.compare import (
     contract_problems,
 )
 from segdeploy.errors import BadInputError
+from segdeploy.families import get_family
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
 from segdeploy.provenance import foreign_graph, graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
@@ -161,16 +162,16 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     tolerance = contract.TOLERANCES[precision]
     seed = options.seed if options.seed is not None else secrets.randbits(31)
 
-    reference: Runner = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature)
+    reference: Runner = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature, family=layout.family)
     if layout.official:
         from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
 
         reference = PromptByPromptRunner(reference, layout)
     if candidate is None and options.engine is not None:
         check_engine_source(options.engine, options.onnx)
-        candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image, signature=layout.signature)
+        candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image, signature=layout.signature, family=layout.family)
     if candidate is None:
-        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature)
+        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature, family=layout.family)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,
@@ -185,7 +186,7 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     if report.contract_problems:  # running would only fail on names; report the drift itself
         report.seconds = time.perf_counter() - started
         return report
-    cases = draw_cases(np.random.default_rng(seed), options.cases, postprocess, multi_image)
+    cases = get_family(layout.family).draw_cases(np.random.default_rng(seed), options.cases, layout)
     with reference, candidate:
         for index, case in enumerate(cases):
             tick(index, len(cases), case.spec.name)

@@ -73,6 +73,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def decoder_state(state: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Keep the prompt_encoder.* and mask_decoder.* entries (image_encoder.* and the rest are ignored)."""
     kept = {k: v for k, v in state.items() if k.startswith(DECODER_PREFIXES)}
+    if not kept and any(k.startswith("sam_mask_decoder.") for k in state):
+        raise BadInputError(f"{path} is a SAM 2 checkpoint (sam_mask_decoder.* keys); pass a SAM 2 variant, e.g. --variant sam2.1_hiera_large")
     if not kept:
         sample = ", ".join(sorted(state)[:3]) or "no keys"
         raise BadInputError(f"{path} has no prompt_encoder.* or mask_decoder.* weights (found {sample})")
@@ -133,9 +135,12 @@ def _scale_hypernetworks(model: SamDecoder) -> None:
 def load_decoder(
     variant: str = DEFAULT_VARIANT, checkpoint: Path | None = None, seed: int = 0
 ) -> tuple[SamDecoder, WeightsInfo]:
-    """Build a decoder from a checkpoint, or from seeded random weights when none is given."""
+    """Build a decoder from a checkpoint, or from seeded random weights when none is given; a
+    variant of another family (SAM 2) is built by that family."""
     if variant not in VARIANTS:
-        raise BadInputError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        from segdeploy.families import family_of_variant, get_family
+
+        return get_family(family_of_variant(variant)).load_decoder(variant, checkpoint, seed)
     if checkpoint is None:
         return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
     checkpoint = Path(checkpoint)

@@ -22,10 +22,11 @@ def make_runner(
     engine: Path | None = None,
     multi_image: bool = False,
     signature: contract.Signature = contract.Signature.SEGDEPLOY,
+    family: str = "sam1",
 ) -> Runner:
     """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``; a graph with
     the official signature is run one prompt per call under this contract's feeds."""
-    layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature)
+    layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature, family)
     runner = _runner(backend, onnx, metadata, layout, threads=threads, checkpoint=checkpoint, engine=engine)
     if layout.official:
         from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
@@ -49,7 +50,7 @@ def _runner(
         from segdeploy.runners.torch_runner import TorchRunner
 
         decoder, _ = resolve_weights(metadata, checkpoint, onnx)
-        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature)
+        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature, family=layout.family)
     if backend == "aoti":
         if engine is None:
             raise BadInputError("the aoti backend needs --engine PACKAGE.pt2 (build one with `segdeploy build-engine --runtime aoti`)")

@@ -21,14 +21,14 @@ class TorchRunner(Runner):
 
     def __init__(
         self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm(),
-        multi_image: bool = False, signature: contract.Signature = contract.Signature.SEGDEPLOY,
+        multi_image: bool = False, signature: contract.Signature = contract.Signature.SEGDEPLOY, family: str = "sam1",
     ) -> None:
-        layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature)
+        layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature, family)
         super().__init__(layout.inputs(), layout.output_names())
-        from segdeploy.model import decoder_graph
+        from segdeploy.families import get_family
 
         self.device = device
-        self.module = decoder_graph(decoder, layout, form).eval().to(device)
+        self.module = get_family(family).decoder_graph(decoder, layout, form).eval().to(device)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         import torch

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from segdeploy import __version__
 from segdeploy.errors import BadInputError
+from segdeploy.families import family_from_metadata
 from segdeploy.forms import Precision
 from segdeploy.graph_io import (
     graph_opset,
@@ -146,7 +147,8 @@ def plan_options(
     weak_low = not plan.strongly_typed and plan.precision is not Precision.FP32
     return BuildOptions(
         onnx=Path(onnx), out=Path(path), precision=plan.precision, strongly_typed=plan.strongly_typed,
-        postprocess=metadata.get("postprocess") == "1", multi_image=metadata.get("images") == "multi", fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
+        postprocess=metadata.get("postprocess") == "1", multi_image=metadata.get("images") == "multi",
+        family=family_from_metadata(metadata, str(onnx)), fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
         lint_errors=tuple(errors), **kwargs,
     )
 
@@ -179,7 +181,7 @@ def build_engine(options: BuildOptions, progress: Progress | None = None) -> Bui
                 for output in range(layer.num_outputs):
                     layer.set_output_type(output, trt.float32)
     profile = Profile()
-    for name, (low, opt, high) in options.profile.shapes(options.postprocess, options.multi_image).items():
+    for name, (low, opt, high) in options.profile.shapes(options.postprocess, options.multi_image, options.family).items():
         profile.add(name, min=low, opt=opt, max=high)
     levels = {"none": None, "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
     level = levels[options.hardware_compat]

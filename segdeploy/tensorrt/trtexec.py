@@ -29,6 +29,7 @@ class BuildOptions:
     workspace_mib: int | None = None
     postprocess: bool = True
     multi_image: bool = False  # the multi-image flavor: image_embeddings take the profile's image range
+    family: str = "sam1"  # the decoder family (its inputs decide the profile's shapes)
     fp32_layers: tuple[str, ...] = ()  # weak typing: layers held in fp32 by precision constraints
     lint_errors: tuple[str, ...] = ()  # built anyway (--allow-lint-errors); recorded in the sidecar
 
@@ -39,7 +40,7 @@ def _shape_spec(shapes: dict, which: int) -> str:
 
 def trtexec_command(options: BuildOptions) -> str:
     """One shell line. Shape-tensor inputs (orig_im_size) take their values in the shape spec."""
-    shapes = options.profile.shapes(options.postprocess, options.multi_image)
+    shapes = options.profile.shapes(options.postprocess, options.multi_image, options.family)
     args = [
         "trtexec",
         f"--onnx={options.onnx}",

@@ -14,6 +14,7 @@ import typer
 from segdeploy import __version__, contract
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
+from segdeploy.families import all_variants
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 
 app = typer.Typer(
@@ -24,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Variant = enum.Enum("Variant", {name: name for name in contract.VARIANT_NAMES}, type=str)  # type: ignore[misc]
+Variant = enum.Enum("Variant", {name: name for name in all_variants()}, type=str)  # type: ignore[misc]
 T = TypeVar("T")
 
 
@@ -106,8 +107,8 @@ def main(
 
 @app.command()
 def export(
-    variant: Annotated[Variant, typer.Option(help="SAM variant the weights belong to (recorded in metadata).")] = Variant(contract.DEFAULT_VARIANT),
-    checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
+    variant: Annotated[Variant, typer.Option(help="Variant the weights belong to (recorded in metadata): SAM/MobileSAM (sam1 family) or SAM 2/2.1 (sam2 family).")] = Variant(contract.DEFAULT_VARIANT),
+    checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM/SAM 2 checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
     mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0; all: tokens 0..3; best: the official export's return_single_mask choice (--signature official only).")] = MaskOutput.MULTI,
@@ -291,6 +292,8 @@ def build_engine_command(
         return
     from segdeploy.tensorrt.environment import require_tensorrt
 
+    # a graph that should not build is refused (with the export command that fixes it) before TensorRT is looked for
+    call(plan_options, graph, out, requested, _installed_trt_version() or DEFAULT_TRT_VERSION, **settings)
     env = call(require_tensorrt)
     options = call(plan_options, graph, out, requested, env.tensorrt_version, **settings)
     _warn_lint_errors(options.lint_errors)

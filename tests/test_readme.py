@@ -15,6 +15,9 @@ A command fails the test when it exits non-zero or prints a Python traceback. Be
 - A command that needs TensorRT and a GPU (``needs_tensorrt``) must stop with exit 2 and one
   ``error:`` line where they are missing; where they are present it is skipped (``make test-gpu``).
 - ``pip install`` lines are not run (a test never installs packages); the extras they name must exist.
+- A line ending in `` &`` (a server, ``segdeploy serve``) starts in the background: the test waits for
+  its first line of output (the server says where it listens once it is ready), runs the blocks after
+  it against it, and at the end sends SIGTERM, which must stop it with exit 0 and no traceback.
 - ``make TARGET`` runs the target's recipe from the Makefile in this environment (its ``setup``
   prerequisite, which creates .venv, is not run). ``make test`` is skipped: it is the suite this test
   is part of.
@@ -36,7 +39,9 @@ import importlib.metadata
 import os
 import re
 import shlex
+import signal
 import subprocess
+import threading
 import sys
 import time
 from collections.abc import Sequence
@@ -157,15 +162,59 @@ class ReadmeChecker:
         self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         self.exports: dict[tuple[str, ...], Path] = {}
         self.outcomes: list[Outcome] = []
+        self.background: list[tuple[Outcome, subprocess.Popen, list[str]]] = []
 
     def check(self, markdown: str) -> list[Outcome]:
-        for block in fenced_blocks(markdown):
-            if block.language in SHELL_LANGUAGES:
-                for number, line, shown in shell_lines(block):
-                    self.run_line(line, number, shown)
-            elif block.language == "python":
-                self.run_python(block)
+        try:
+            for block in fenced_blocks(markdown):
+                if block.language in SHELL_LANGUAGES:
+                    for number, line, shown in shell_lines(block):
+                        self.run_line(line, number, shown)
+                elif block.language == "python":
+                    self.run_python(block)
+        finally:
+            self.stop_background()
         return self.outcomes
+
+    def start_background(self, argv: list[str], number: int) -> None:
+        """Start a server command; wait for its first line of output (it prints once ready)."""
+        argv = self.expand(argv)
+        outcome = Outcome(number, shlex.join(argv) + " &", note="in the background")
+        self.outcomes.append(outcome)
+        process = subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        first_line = threading.Event()
+
+        def read() -> None:
+            for line in process.stdout:
+                lines.append(line)
+                first_line.set()
+            first_line.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not first_line.wait(TIMEOUT_S) or process.poll() is not None:
+            outcome.problem = f"background command did not come up (exit {process.poll()}): " + tail("".join(lines))
+            process.kill()
+            return
+        self.background.append((outcome, process, lines))
+
+    def stop_background(self) -> None:
+        for outcome, process, lines in self.background:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                outcome.problem = "did not stop within 60 s of SIGTERM"
+                continue
+            time.sleep(0.2)  # the reader thread takes the last lines
+            outcome.exit_code = process.returncode
+            output = "".join(lines)
+            if TRACEBACK in output:
+                outcome.problem = "printed a traceback: " + tail(output)
+            elif process.returncode != 0:
+                outcome.problem = f"exit {process.returncode} after SIGTERM: " + tail(output)
+        self.background = []
 
     def run_line(self, line: str, number: int, shown: Sequence[str]) -> None:
         """Run a line's commands; ``shown`` is the output the README prints for its last one."""
@@ -173,6 +222,9 @@ class ReadmeChecker:
             words = shlex.split(line, comments=True)
         except ValueError as error:
             self.outcomes.append(Outcome(number, line, problem=f"cannot be parsed as a shell line: {error}"))
+            return
+        if words and words[-1] == "&":
+            self.start_background(words[:-1], number)
             return
         commands, current = [], []
         for word in [*words, "&&"] if words else []:

@@ -1,0 +1,142 @@
+"""SAM 2 graphs: ONNX against eager and against the sam2 package, ragged and multi-image batches
+against single runs, fp16 typed graphs, the TensorRT form's lint and profiles, fault injection, and
+bench against the sam2 modules' own export."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from sam2_oracle import official_outputs
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
+from segdeploy.cli import app
+from segdeploy.compare import contract_problems
+from segdeploy.contract import TOLERANCES, GraphLayout, MaskOutput
+from segdeploy.families.sam2.baseline import official_modules
+from segdeploy.families.sam2.cases import SAM2_MATRIX, draw_case
+from segdeploy.families.sam2.weights import load_decoder
+from segdeploy.forms import Precision, Target
+from segdeploy.graph_io import read_metadata, value_specs
+from segdeploy.runners.factory import make_runner
+from segdeploy.runners.torch_runner import TorchRunner
+from segdeploy.verify import VerifyOptions, check_case, render_report, verify_graph
+
+runner = CliRunner()
+VARIANT = "sam2.1_hiera_tiny"
+
+
+@pytest.fixture(scope="session")
+def sam2_exported(tmp_path_factory):
+    """The default SAM 2.1 export (few-token attention, matmul upscaling, multi, postprocess), seed 0."""
+    from segdeploy.export import ExportOptions, export_onnx
+
+    return export_onnx(ExportOptions(variant=VARIANT, out=tmp_path_factory.mktemp("sam2") / "sam2.onnx"))
+
+
+@pytest.fixture(scope="session")
+def sam2_multi(tmp_path_factory):
+    """The multi-image flavor in the TensorRT form (plain attention, ConvTranspose upscaling), all masks."""
+    from segdeploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("sam2-multi") / "sam2_multi.onnx"
+    return export_onnx(ExportOptions(variant="sam2_hiera_small", out=path, multi_image=True, mask_output=MaskOutput.ALL, target=Target.TENSORRT))
+
+
+@pytest.fixture(scope="session")
+def sam2_fp16(tmp_path_factory):
+    """A typed fp16 graph in the TensorRT form with the stability-based single mask."""
+    from segdeploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("sam2-fp16") / "sam2_fp16.onnx"
+    return export_onnx(ExportOptions(variant=VARIANT, out=path, target=Target.TENSORRT, precision=Precision.FP16, mask_output=MaskOutput.SINGLE))
+
+
+def test_graph_declares_the_sam2_contract(sam2_exported):
+    model = onnx.load(str(sam2_exported.path))
+    meta = read_metadata(model)
+    assert (meta["family"], meta["variant"], meta["contract_version"]) == ("sam2", VARIANT, "1")
+    layout = GraphLayout(MaskOutput.MULTI, postprocess=True, family="sam2")
+    assert contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), layout) == []
+    names = [v.name for v in model.graph.input]
+    assert names[:3] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1"] and names[-1] == "orig_im_size"
+    assert [v.name for v in model.graph.output] == ["masks", "iou_predictions", "low_res_masks", "object_score_logits"]
+    assert not {"Tile", "OneHot", "NonZero", "ScatterND"} & {n.op_type for n in model.graph.node}
+
+
+ROWS = [spec for spec in SAM2_MATRIX if spec.name in ("ragged mixed prompts", "box plus clicks, mask input", "tiny image")]
+
+
+@pytest.mark.parametrize("spec", ROWS, ids=[s.name for s in ROWS])
+def test_onnx_matches_eager_and_the_sam2_package(spec, sam2_exported, rng):
+    """onnxruntime against eager (every output, ragged batch against each prompt alone) and against
+    the sam2 package's modules (masks: its low-res logits resized straight to the original size)."""
+    decoder, _ = load_decoder(VARIANT, seed=0)
+    case = draw_case(spec, rng)
+    metadata = read_metadata(onnx.load(str(sam2_exported.path)))
+    with TorchRunner(decoder, MaskOutput.MULTI, True, family="sam2") as eager, make_runner(
+        "onnxruntime", sam2_exported.path, metadata, True, MaskOutput.MULTI, family="sam2"
+    ) as ort:
+        result = check_case(eager, ort, case, TOLERANCES["fp32"])
+        got = ort.infer(case.feeds)
+    assert result.passed, [(o.name, o.failure) for o in result.outputs] + [result.ragged and result.ragged.failure]
+    assert (result.ragged is not None) == case.is_ragged
+    want = official_outputs(official_modules(decoder), case.feeds, multimask=True)
+    assert np.abs(got["low_res_masks"] - want["low_res_masks"]).max() <= 1e-3
+    assert np.abs(got["iou_predictions"] - want["iou_predictions"]).max() <= 1e-4
+    assert np.abs(got["object_score_logits"] - want["object_score_logits"]).max() <= 1e-4
+    masks = F.interpolate(torch.from_numpy(want["low_res_masks"]), size=spec.orig_size, mode="bilinear", align_corners=False).numpy()
+    assert got["masks"].shape == masks.shape
+    assert np.abs(got["masks"] - masks).max() <= 1e-4 * np.abs(masks).max()
+
+
+def test_multi_image_batches_equal_single_runs(sam2_multi, fresh_seed):
+    """verify's multi-image matrix: every prompt of a call against that prompt alone on its own image."""
+    report = verify_graph(VerifyOptions(onnx=sam2_multi.path, cases=3, seed=fresh_seed))
+    assert report.passed, render_report(report)
+    assert [c.images for c in report.cases] == [1, 2, 3]
+    assert all(c.ragged is not None and c.ragged.passed for c in report.cases[1:])
+
+
+def test_fp16_graph_passes_verify_and_lints_clean(sam2_fp16, fresh_seed):
+    report = verify_graph(VerifyOptions(onnx=sam2_fp16.path, cases=4, seed=fresh_seed))
+    assert report.passed, render_report(report)
+    assert report.precision == "fp16"
+    assert report.worst("low_res_masks", "mask_iou_worst") >= 0.98
+    assert report.worst("masks", "mask_iou_worst") >= 0.98
+    result = runner.invoke(app, ["lint", str(sam2_fp16.path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_one_perturbed_weight_fails_verify(sam2_exported, tmp_path, rng):
+    from test_verify import perturb_one_weight
+
+    faulty = tmp_path / "faulty.onnx"
+    where = perturb_one_weight(sam2_exported.path, faulty, rng)
+    report = verify_graph(VerifyOptions(onnx=faulty, cases=2, seed=int(rng.integers(1 << 30))))
+    assert not report.passed, f"perturbing {where} went unnoticed"
+
+
+def test_tensorrt_profiles_carry_the_high_res_maps(sam2_multi, sam2_fp16):
+    line = runner.invoke(app, ["build-engine", "--onnx", str(sam2_fp16.path), "--prompts", "1:8:32", "--print-trtexec", "--trt-version", "10.14"])
+    assert line.exit_code == 0, line.output
+    assert "--minShapes=image_embeddings:1x256x64x64,high_res_feats_0:1x32x256x256,high_res_feats_1:1x64x128x128,point_coords:1x1x2" in line.output
+    assert "--stronglyTyped" in line.output and "orig_im_size:16x16" in line.output  # typed graph; the shape tensor takes values
+    line = runner.invoke(app, ["build-engine", "--onnx", str(sam2_multi.path), "--images", "1:2:4", "--print-trtexec", "--trt-version", "10.14"])
+    assert line.exit_code == 0, line.output
+    assert "--maxShapes=image_embeddings:4x256x64x64,high_res_feats_0:4x32x256x256,high_res_feats_1:4x64x128x128,image_index:64" in line.output
+
+
+def test_bench_against_the_sam2_modules_export(sam2_exported, tmp_path):
+    from segdeploy.bench import BenchOptions, run_bench
+
+    report = run_bench(BenchOptions(onnx=sam2_exported.path, prompts=(2,), points=(3,), runs=1, warmup=0, baseline="official", out_dir=tmp_path, name="s2"))
+    assert {r.backend for r in report.rows} == {"onnxruntime", "official"}
+    assert all(r.ratio_to_baseline is not None for r in report.rows)
+
+
+def test_cli_refuses_what_sam2_graphs_do_not_have(tmp_path):
+    result = runner.invoke(app, ["export", "--variant", "sam2_hiera_tiny", "--signature", "official", "--mask-output", "all", "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "sam2 decoder" in result.output

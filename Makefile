@@ -4,15 +4,24 @@ PY := $(VENV)/bin/python
 SEGDEPLOY := $(VENV)/bin/segdeploy
 # The CPU build of torch; an unpinned torch pulls a multi-GB CUDA build. Override on GPU machines.
 TORCH_SPEC ?= torch==2.13.0
+SAM2_SPEC ?= sam2==1.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-gpu bench clean
+.PHONY: setup demo test test-gpu bench clean sam2-oracle
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[test]'
+	$(MAKE) sam2-oracle
 	touch $(STAMP)
+
+# The SAM 2 tests' oracle: the sam2 sdist declares torchvision and hydra (which the decoder modules
+# never import, and whose torchvision would replace the CPU torch) and tries to build a CUDA
+# extension; install it alone, without its dependencies or the extension.
+sam2-oracle:
+	$(PY) -m pip install -q "setuptools>=70.1" wheel
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation "$(SAM2_SPEC)"
 
 setup: $(STAMP)
 

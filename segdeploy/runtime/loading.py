@@ -3,7 +3,6 @@ layout (mask tokens, postprocessing, image flavor) read from the file itself."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from segdeploy import contract
@@ -71,21 +70,16 @@ def _open_plan(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
 
 
 def _open_package(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
+    from dataclasses import asdict
+
+    from segdeploy.aoti.sidecar import read_sidecar
+    from segdeploy.runners.aoti_runner import AotiRunner
+
     if backend not in ("auto", "aoti"):
         raise BadInputError(f"a .pt2 package runs on aoti, not {backend}")
-    try:
-        from segdeploy.runners.aoti_runner import AotiRunner
-    except ImportError:
-        raise BadInputError("this segdeploy cannot run .pt2 packages yet") from None
-    sidecar_file = path.with_suffix(".json")
-    if not sidecar_file.is_file():
-        raise BadInputError(f"{path} has no sidecar {sidecar_file.name}; segdeploy only runs packages it built")
-    try:
-        sidecar = json.loads(sidecar_file.read_text())
-        layout = GraphLayout(MaskOutput(sidecar["mask_output"]), bool(sidecar["postprocess"]), bool(sidecar.get("multi_image", False)))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(f"{sidecar_file} is not a segdeploy package sidecar ({exc})") from None
-    return AotiRunner(path, layout.inputs(), layout.output_names()), layout, sidecar
+    sidecar = read_sidecar(path)  # the runner checks torch version and device before loading
+    layout = sidecar.layout
+    return AotiRunner(path, layout.inputs(), layout.output_names()), layout, asdict(sidecar)
 
 
 def open_source(

@@ -91,3 +91,46 @@ def exported_multi(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("export-multi") / "decoder_multi.onnx"
     return export_onnx(ExportOptions(out=path, mask_output=MaskOutput.ALL, multi_image=True))
+
+
+# SAM 2 family session graphs (random weights, seed 0)
+
+
+@pytest.fixture(scope="session")
+def sam2_exported(tmp_path_factory):
+    """The default SAM 2.1 export (few-token attention, matmul upscaling, multi, postprocess), seed 0."""
+    from segdeploy.export import ExportOptions, export_onnx
+
+    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=tmp_path_factory.mktemp("sam2") / "sam2.onnx"))
+
+
+@pytest.fixture(scope="session")
+def sam2_multi(tmp_path_factory):
+    """The multi-image flavor in the TensorRT form (plain attention, ConvTranspose upscaling), all masks."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+    from segdeploy.forms import Target
+
+    path = tmp_path_factory.mktemp("sam2-multi") / "sam2_multi.onnx"
+    return export_onnx(ExportOptions(variant="sam2_hiera_small", out=path, multi_image=True, mask_output=MaskOutput.ALL, target=Target.TENSORRT))
+
+
+@pytest.fixture(scope="session")
+def sam2_fp16(tmp_path_factory):
+    """A typed fp16 graph in the TensorRT form with the stability-based single mask."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+    from segdeploy.forms import Precision, Target
+
+    path = tmp_path_factory.mktemp("sam2-fp16") / "sam2_fp16.onnx"
+    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=path, target=Target.TENSORRT, precision=Precision.FP16, mask_output=MaskOutput.SINGLE))
+
+
+@pytest.fixture(scope="session")
+def sam2_all(tmp_path_factory):
+    """A single-image SAM 2.1 graph with every mask token (serves both multimask settings), seed 0."""
+    from segdeploy.contract import MaskOutput
+    from segdeploy.export import ExportOptions, export_onnx
+
+    path = tmp_path_factory.mktemp("sam2-all") / "sam2_all.onnx"
+    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=path, mask_output=MaskOutput.ALL))

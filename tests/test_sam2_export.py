@@ -18,40 +18,13 @@ from segdeploy.contract import TOLERANCES, GraphLayout, MaskOutput
 from segdeploy.families.sam2.baseline import official_modules
 from segdeploy.families.sam2.cases import SAM2_MATRIX, draw_case
 from segdeploy.families.sam2.weights import load_decoder
-from segdeploy.forms import Precision, Target
 from segdeploy.graph_io import read_metadata, value_specs
 from segdeploy.runners.factory import make_runner
 from segdeploy.runners.torch_runner import TorchRunner
 from segdeploy.verify import VerifyOptions, check_case, render_report, verify_graph
 
 runner = CliRunner()
-VARIANT = "sam2.1_hiera_tiny"
-
-
-@pytest.fixture(scope="session")
-def sam2_exported(tmp_path_factory):
-    """The default SAM 2.1 export (few-token attention, matmul upscaling, multi, postprocess), seed 0."""
-    from segdeploy.export import ExportOptions, export_onnx
-
-    return export_onnx(ExportOptions(variant=VARIANT, out=tmp_path_factory.mktemp("sam2") / "sam2.onnx"))
-
-
-@pytest.fixture(scope="session")
-def sam2_multi(tmp_path_factory):
-    """The multi-image flavor in the TensorRT form (plain attention, ConvTranspose upscaling), all masks."""
-    from segdeploy.export import ExportOptions, export_onnx
-
-    path = tmp_path_factory.mktemp("sam2-multi") / "sam2_multi.onnx"
-    return export_onnx(ExportOptions(variant="sam2_hiera_small", out=path, multi_image=True, mask_output=MaskOutput.ALL, target=Target.TENSORRT))
-
-
-@pytest.fixture(scope="session")
-def sam2_fp16(tmp_path_factory):
-    """A typed fp16 graph in the TensorRT form with the stability-based single mask."""
-    from segdeploy.export import ExportOptions, export_onnx
-
-    path = tmp_path_factory.mktemp("sam2-fp16") / "sam2_fp16.onnx"
-    return export_onnx(ExportOptions(variant=VARIANT, out=path, target=Target.TENSORRT, precision=Precision.FP16, mask_output=MaskOutput.SINGLE))
+VARIANT = "sam2.1_hiera_tiny"  # the session graphs' variant (conftest), random weights seed 0
 
 
 def test_graph_declares_the_sam2_contract(sam2_exported):

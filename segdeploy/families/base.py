@@ -54,6 +54,26 @@ class Family(ABC):
     def image_feeds(self, rng: np.random.Generator, images: int) -> dict[str, np.ndarray]:
         """Random per-image inputs (embeddings and any feature maps) for ``images`` images."""
 
+    # --- the runtime's pre- and postprocessing (segdeploy.Decoder) ---
+    low_res_clamp: float | None = None  # the predictor clamps the low-res logits it returns to +-this
+
+    @abstractmethod
+    def prompt_rules(self) -> Any:
+        """A ``segdeploy.runtime.prompts.PromptRules``: coordinate frame, box order, padding."""
+
+    @abstractmethod
+    def check_images(self, value: Any, where: str = "") -> dict[str, np.ndarray]:
+        """One image's inputs (what the user passes as a prompt's ``embedding``) as float32 arrays by
+        input name, without the leading image dimension; BadInputError otherwise."""
+
+    @abstractmethod
+    def upscale_on_host(self, low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
+        """Low-res logits [B,M,256,256] to the original size, as the family's predictor does."""
+
+    @abstractmethod
+    def single_column(self, low_res: np.ndarray, iou: np.ndarray) -> int:
+        """The predictor's single mask (multimask_output=False) among tokens 0..3 of one prompt."""
+
     def export_baseline(self, decoder: Any, path: Path) -> Path:
         """Export the reference implementation's own modules with ``decoder``'s weights (bench's baseline)."""
         from segdeploy.errors import BadInputError

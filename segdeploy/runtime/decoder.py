@@ -17,11 +17,9 @@ from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
 from segdeploy.runners.base import Runner
-from segdeploy.runtime.postprocess import upscale_to_original
 from segdeploy.runtime.prompts import (
     CheckedPrompt,
     Prompt,
-    check_embedding,
     check_prompt,
     pack_prompts,
 )
@@ -43,8 +41,11 @@ class Decoder:
     """A loaded decoder. Build with :meth:`Decoder.load`; safe to share between threads."""
 
     def __init__(self, runner: Runner, layout: GraphLayout, *, source: str, metadata: dict[str, str] | None = None) -> None:
+        from segdeploy.families import get_family
+
         self.runner = runner
         self.layout = layout
+        self.family = get_family(layout.family)  # its prompt frame, postprocessing and single-mask rule
         self.source = source
         self.metadata = dict(metadata or {})
         self._lock = None if runner.thread_safe else threading.Lock()
@@ -127,12 +128,13 @@ class Decoder:
 
     def check(self, prompt: Prompt, where: str = "") -> None:
         """Raise BadInputError unless this decoder can answer ``prompt`` (what ``predict_batch`` checks)."""
-        checked = check_prompt(prompt, where)
+        checked = check_prompt(prompt, where, self.family.prompt_rules())
         self._check_tokens(checked.multimask_output, where)
-        check_embedding(prompt.embedding, where)
+        self.family.check_images(prompt.embedding, where)
 
-    def _check(self, prompts: Sequence[Prompt]) -> tuple[list[CheckedPrompt], list[np.ndarray], list[int]]:
-        """Checked prompts, the distinct embeddings (by object identity) and each prompt's image."""
+    def _check(self, prompts: Sequence[Prompt]) -> tuple[list[CheckedPrompt], list[dict[str, np.ndarray]], list[int]]:
+        """Checked prompts, the distinct images' inputs (by the embedding's object identity) and each
+        prompt's image."""
         if isinstance(prompts, Prompt):
             raise BadInputError("predict_batch takes a list of Prompt")
         checked, images, image_of = [], [], []
@@ -141,12 +143,12 @@ class Decoder:
             where = f"prompt {i}: " if len(prompts) > 1 else ""
             if not isinstance(prompt, Prompt):
                 raise BadInputError(f"{where}expected a segdeploy.Prompt, got {type(prompt).__name__}")
-            checked.append(check_prompt(prompt, where))
+            checked.append(check_prompt(prompt, where, self.family.prompt_rules()))
             self._check_tokens(checked[-1].multimask_output, where)
             key = id(prompt.embedding)
             if key not in seen:
                 seen[key] = len(images)
-                images.append(check_embedding(prompt.embedding, where))
+                images.append(self.family.check_images(prompt.embedding, where))
             image_of.append(seen[key])
         return checked, images, image_of
 
@@ -171,15 +173,17 @@ class Decoder:
             groups.setdefault(key, []).append(index)
         return list(groups.values())
 
-    def _infer(self, group: list[int], checked: list[CheckedPrompt], images: list[np.ndarray], image_of: list[int]) -> dict[str, np.ndarray]:
+    def _infer(self, group: list[int], checked: list[CheckedPrompt], images: list[dict[str, np.ndarray]], image_of: list[int]) -> dict[str, np.ndarray]:
         feeds = pack_prompts([checked[i] for i in group])
         if self.layout.multi_image:
             used = sorted({image_of[i] for i in group})
             row_of = {image: row for row, image in enumerate(used)}
-            feeds[contract.IMAGE_EMBEDDINGS.name] = np.stack([images[i] for i in used])
+            for name in self.family.image_inputs:
+                feeds[name] = np.stack([images[i][name] for i in used])
             feeds[contract.IMAGE_INDEX.name] = np.array([row_of[image_of[i]] for i in group], np.int64)
         else:
-            feeds[contract.IMAGE_EMBEDDINGS.name] = images[image_of[group[0]]][None]
+            for name, array in images[image_of[group[0]]].items():
+                feeds[name] = array[None]
             if self.layout.postprocess:
                 feeds[contract.ORIG_IM_SIZE.name] = np.array(checked[group[0]].orig_size, np.int64)
         if self._lock is None:
@@ -191,26 +195,31 @@ class Decoder:
             outputs["masks"] = self._upscale(outputs["low_res_masks"], [checked[i] for i in group])
         return outputs
 
-    @staticmethod
-    def _upscale(low_res: np.ndarray, prompts: list[CheckedPrompt]) -> list[np.ndarray]:
+    def _upscale(self, low_res: np.ndarray, prompts: list[CheckedPrompt]) -> list[np.ndarray]:
         """Per prompt, logits at its original size; prompts of one size are resized together."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for row, prompt in enumerate(prompts):
             by_size.setdefault(prompt.orig_size, []).append(row)
         masks: list[np.ndarray] = [np.empty(0)] * len(prompts)
         for size, rows in by_size.items():
-            resized = upscale_to_original(low_res[rows], size)
+            resized = self.family.upscale_on_host(low_res[rows], size)
             for position, row in enumerate(rows):
                 masks[row] = resized[position]
         return masks
 
     def _split(self, outputs: dict[str, np.ndarray], row: int, prompt: CheckedPrompt, return_logits: bool) -> Prediction:
         tokens = self.layout.mask_output.tokens
-        want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
-        columns = [tokens.index(t) for t in want]
-        span = slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+        if not prompt.multimask_output and self.layout.mask_output is MaskOutput.ALL:
+            column = self.family.single_column(outputs["low_res_masks"][row], outputs["iou_predictions"][row])
+            span = slice(column, column + 1)  # SAM 1: token 0; SAM 2: its stability-based choice
+        else:
+            want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
+            columns = [tokens.index(t) for t in want]
+            span = slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
         masks = outputs["masks"][row][span]
         masks = np.ascontiguousarray(masks, dtype=np.float32) if return_logits else masks > 0.0
         scores = np.ascontiguousarray(outputs["iou_predictions"][row, span], dtype=np.float32)
         low_res = np.ascontiguousarray(outputs["low_res_masks"][row, span], dtype=np.float32)
+        if self.family.low_res_clamp is not None:  # SAM 2's predictor clamps what it returns
+            low_res = np.clip(low_res, -self.family.low_res_clamp, self.family.low_res_clamp)
         return Prediction(masks, scores, low_res)

@@ -3,11 +3,12 @@ layout (mask tokens, postprocessing, image flavor) read from the file itself."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
+from segdeploy.families import FAMILY_NAMES, family_of_variant
 from segdeploy.provenance import layout_from_io
 from segdeploy.runners.base import Runner
 
@@ -32,7 +33,7 @@ def _eager(decoder, layout: GraphLayout, threads: int | None, device: str) -> Ru
         import torch
 
         torch.set_num_threads(threads)
-    return TorchRunner(decoder, layout.mask_output, layout.postprocess, device=device, multi_image=layout.multi_image)
+    return TorchRunner(decoder, layout.mask_output, layout.postprocess, device=device, multi_image=layout.multi_image, family=layout.family)
 
 
 def _open_graph(path: Path, backend: str, threads: int | None, checkpoint: Path | None, device: str) -> tuple[Runner, GraphLayout, dict]:
@@ -63,7 +64,8 @@ def _open_plan(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
     if backend not in ("auto", "tensorrt"):
         raise BadInputError(f"a .plan file runs on tensorrt, not {backend}")
     sidecar = read_sidecar(path)
-    inputs = [io["name"] for io in sidecar.io if io["name"] in {s.name for s in contract.input_specs(True, False) + contract.input_specs(False, True)}]
+    known = {s.name for family in FAMILY_NAMES for flavor in ((True, False), (False, True)) for s in GraphLayout(MaskOutput.MULTI, *flavor, family=family).inputs()}
+    inputs = [io["name"] for io in sidecar.io if io["name"] in known]
     outputs = {io["name"]: io["shape"] for io in sidecar.io if io["name"] not in inputs}
     layout = layout_from_io(inputs, outputs)
     return TrtRunner(path, layout.inputs(), layout.output_names()), layout, {"engine": str(path), "precision": sidecar.precision}
@@ -94,7 +96,8 @@ def open_source(
         decoder, weights = load_decoder(variant, source, seed)
         metadata = {"variant": variant, "weights": "checkpoint" if weights.sha256 else "random", "weights_sha256": weights.sha256 or "",
                     "random_seed": "" if weights.seed is None else str(weights.seed)}
-        return _eager(decoder, EAGER_LAYOUT, threads, device), EAGER_LAYOUT, metadata
+        layout = replace(EAGER_LAYOUT, family=family_of_variant(variant))
+        return _eager(decoder, layout, threads, device), layout, metadata
     if not source.is_file():
         raise BadInputError(f"file not found: {source}")
     if source.suffix == ".onnx":

@@ -3,7 +3,7 @@ as segment-anything's ``ResizeLongestSide`` does, and packed into the contract's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,18 @@ def to_model_frame(coords: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray
     return out
 
 
+@dataclass(frozen=True)
+class PromptRules:
+    """How a decoder family writes a prompt in its model-input frame (SAM 1's by default)."""
+
+    to_model_frame: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = to_model_frame
+    box_first: bool = False  # SAM 2's predictor puts the box corners before the clicks
+    always_pad: bool = False  # SAM 2's predictor ends every prompt with the padding point, box or not
+
+
+SAM1_RULES = PromptRules()
+
+
 def check_orig_size(value: Any, where: str = "") -> tuple[int, int]:
     """(H, W) as two positive integers, or BadInputError."""
     try:
@@ -110,8 +122,9 @@ def check_embedding(value: Any, where: str = "") -> np.ndarray:
     return array
 
 
-def check_prompt(prompt: Prompt, where: str = "") -> CheckedPrompt:
-    """Check one prompt and move it into the model-input frame (as ``SamPredictor.predict``)."""
+def check_prompt(prompt: Prompt, where: str = "", rules: PromptRules = SAM1_RULES) -> CheckedPrompt:
+    """Check one prompt and move it into the model-input frame (as ``SamPredictor.predict``, or as
+    the predictor of the family whose ``rules`` are given)."""
     orig_size = check_orig_size(prompt.orig_size, where)
     if prompt.point_coords is None and prompt.box is None:
         raise BadInputError(f"{where}a prompt needs point_coords (with point_labels) or a box")
@@ -129,7 +142,7 @@ def check_prompt(prompt: Prompt, where: str = "") -> CheckedPrompt:
         bad = sorted(set(labels.tolist()) - set(POINT_LABELS))
         if bad:
             raise BadInputError(f"{where}point_labels holds {bad[:5]}; valid labels are 1 (foreground), 0 (background), and SAM's -1, 2, 3")
-        points = to_model_frame(points, orig_size)
+        points = rules.to_model_frame(points, orig_size)
     if prompt.box is not None:
         box = _float_array(prompt.box, "box", where)
         if box.size != 4 or box.ndim > 2 or (box.ndim == 2 and box.shape[0] != 1):
@@ -137,10 +150,11 @@ def check_prompt(prompt: Prompt, where: str = "") -> CheckedPrompt:
         x0, y0, x1, y1 = box.reshape(4).tolist()
         if x0 > x1 or y0 > y1:
             raise BadInputError(f"{where}box must have x0 <= x1 and y0 <= y1, got {[x0, y0, x1, y1]}")
-        corners = to_model_frame(np.array([[x0, y0], [x1, y1]]), orig_size)
-        points = np.concatenate([points, corners])
-        labels = np.concatenate([labels, [Label.BOX_TOP_LEFT, Label.BOX_BOTTOM_RIGHT]])
-    else:  # SAM pads point prompts with one (0, 0) point labelled -1 when there is no box
+        corners = rules.to_model_frame(np.array([[x0, y0], [x1, y1]]), orig_size)
+        box_labels = [Label.BOX_TOP_LEFT, Label.BOX_BOTTOM_RIGHT]
+        points = np.concatenate([corners, points] if rules.box_first else [points, corners])
+        labels = np.concatenate([box_labels, labels] if rules.box_first else [labels, box_labels])
+    if prompt.box is None or rules.always_pad:  # SAM pads point prompts with one (0, 0) point labelled -1 when there is no box
         points = np.concatenate([points, np.zeros((1, 2))])
         labels = np.concatenate([labels, [Label.PADDING]])
     mask = None

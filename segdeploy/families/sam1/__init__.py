@@ -64,6 +64,24 @@ class Sam1Family(Family):
         embeddings = EMBEDDING_STD * rng.standard_normal((images, *contract.IMAGE_EMBEDDINGS.dims[1:]))
         return {contract.IMAGE_EMBEDDINGS.name: embeddings.astype(np.float32)}
 
+    def prompt_rules(self):
+        from segdeploy.runtime.prompts import SAM1_RULES
+
+        return SAM1_RULES
+
+    def check_images(self, value, where=""):
+        from segdeploy.runtime.prompts import check_embedding
+
+        return {contract.IMAGE_EMBEDDINGS.name: check_embedding(value, where)}
+
+    def upscale_on_host(self, low_res, orig_size):
+        from segdeploy.runtime.postprocess import upscale_to_original
+
+        return upscale_to_original(low_res, orig_size)
+
+    def single_column(self, low_res, iou):
+        return 0  # SamPredictor.predict(multimask_output=False): token 0
+
     def export_baseline(self, decoder, path: Path) -> Path:
         from segdeploy.baseline import export_official
 

@@ -71,6 +71,28 @@ class Sam2Family(Family):
 
         return image_feeds(rng, images)
 
+    low_res_clamp = sam2_contract.LOW_RES_CLAMP
+
+    def prompt_rules(self):
+        from segdeploy.families.sam2.rules import PROMPT_RULES
+
+        return PROMPT_RULES
+
+    def check_images(self, value, where=""):
+        from segdeploy.families.sam2.rules import check_features
+
+        return check_features(value, where)
+
+    def upscale_on_host(self, low_res, orig_size):
+        from segdeploy.families.sam2.rules import upscale_to_original
+
+        return upscale_to_original(low_res, orig_size)
+
+    def single_column(self, low_res, iou):
+        from segdeploy.families.sam2.rules import single_column
+
+        return single_column(low_res, iou)
+
     def export_baseline(self, decoder, path: Path) -> Path:
         from segdeploy.families.sam2.baseline import export_official
 

@@ -64,7 +64,10 @@ def plan_package(
 
     if device not in DEVICES:
         raise BadInputError(f"--device takes {' or '.join(DEVICES)}, got {device!r}")
-    _, graph_precision = graph_layout(read_metadata(load_graph(onnx)), Path(onnx))
+    metadata = read_metadata(load_graph(onnx))
+    layout, graph_precision = graph_layout(metadata, Path(onnx))
+    if layout.official or metadata.get("family", "sam1") != "sam1":
+        raise BadInputError(f"{onnx}: AOTInductor packages are built from SAM 1 graphs with segdeploy's signature so far")
     precision = requested or Precision(graph_precision)
     if device == "cpu" and precision is not Precision.FP32:
         raise BadInputError(f"{precision.value} packages are for --device cuda; on the CPU build at --fp32 (the CPU has no fast {precision.value} matrix work)")

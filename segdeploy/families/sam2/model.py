@@ -9,8 +9,10 @@ the graph takes the projected maps, as ``SAM2ImagePredictor`` keeps them).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -121,13 +123,27 @@ class Sam2MaskDecoder(MaskDecoder):
 def high_res_channels_last(feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The projected maps in the matmul form's row order, once per image: feat_s1 [I,64,2h,2w] ->
     [I, h*w*4, 64] with rows (i, j, dj, di); feat_s0 [I,32,4h,4w] -> [I, h*w*16, 32] with rows
-    (i, j, dj1, di1, di2, dj2), pixel (4i+2di1+di2, 4j+2dj1+dj2)."""
-    images, c1, h2, w2 = feat_s1.shape
-    h, w = h2 // 2, w2 // 2
-    s1 = feat_s1.reshape(images, c1, h, 2, w, 2).permute(0, 2, 4, 5, 3, 1).reshape(images, h * w * 4, c1)
-    c0 = feat_s0.shape[1]
-    s0 = feat_s0.reshape(images, c0, h, 2, 2, w, 2, 2).permute(0, 2, 5, 6, 3, 4, 7, 1).reshape(images, h * w * 16, c0)
+    (i, j, dj1, di1, di2, dj2), pixel (4i+2di1+di2, 4j+2dj1+dj2).
+
+    Each map is made channels last (one 2-D transpose) and its rows are then picked with one Gather of
+    C-wide rows: a single permutation straight from NCHW moves single floats and costs ~10x more on
+    onnxruntime's CPU provider."""
+    h, w = int(feat_s1.shape[-2]) // 2, int(feat_s1.shape[-1]) // 2  # fixed by the contract (64x64 grid)
+    s0_rows, s1_rows = _block_order_rows(h, w)
+    s0 = torch.index_select(feat_s0.flatten(2).transpose(1, 2), 1, s0_rows.to(feat_s0.device))
+    s1 = torch.index_select(feat_s1.flatten(2).transpose(1, 2), 1, s1_rows.to(feat_s1.device))
     return s0, s1
+
+
+@functools.cache
+def _block_order_rows(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raster indices of the block-ordered rows of the x4 (feat_s0) and x2 (feat_s1) maps; computed
+    with numpy, so a trace records them as two constants."""
+    i, j, dj1, di1, di2, dj2 = np.meshgrid(*(np.arange(n) for n in (h, w, 2, 2, 2, 2)), indexing="ij")
+    s0 = ((4 * i + 2 * di1 + di2) * (4 * w) + 4 * j + 2 * dj1 + dj2).reshape(-1)
+    i, j, dj, di = np.meshgrid(*(np.arange(n) for n in (h, w, 2, 2)), indexing="ij")
+    s1 = ((2 * i + di) * (2 * w) + 2 * j + dj).reshape(-1)
+    return torch.from_numpy(s0.astype(np.int64)), torch.from_numpy(s1.astype(np.int64))
 
 
 class Sam2Decoder(nn.Module):

@@ -88,11 +88,11 @@ def test_sidecar_records_what_the_package_is(package, exported):
 
 def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
     report = tmp_path / "verify.json"
-    result = runner.invoke(app, ["verify", "--engine", str(package), "--cases", "4", "--seed", str(fresh_seed), "--report", str(report)])
+    result = runner.invoke(app, ["verify", "--engine", str(package), "--cases", "6", "--seed", str(fresh_seed), "--report", str(report)])
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
-    assert data["candidate"] == "aoti" and data["passed"] and len(data["cases"]) == 4
-    assert any(case["ragged"] for case in data["cases"])  # the ragged rows ran batched-vs-alone too
+    assert data["candidate"] == "aoti" and data["passed"] and len(data["cases"]) == 6
+    assert data["cases"][5]["ragged"]["passed"]  # row 6 (7 ragged mixed prompts) ran batched-vs-alone too
     worst = max(o["max_abs"] for case in data["cases"] for o in case["outputs"] if o["name"] == "low_res_masks")
     assert worst < 1e-3
 
@@ -228,3 +228,28 @@ def test_build_aoti_without_a_compiler_or_cuda_is_one_line(exported, tmp_path):
         result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--device", "cuda", "--onnx", str(exported.path), "--out", str(tmp_path / "x.pt2")])
         assert result.exit_code == 2 and "--device cuda needs an NVIDIA GPU" in result.output
     assert not (tmp_path / "x.pt2").exists()
+
+
+def test_multi_image_graph_exports_with_a_dynamic_image_count(exported_multi, tmp_path, rng):
+    """The multi-image flavor traced for a package (without the minute of compiling): the image count
+    is a dim with the --images range, and the traced program equals the eager model on a drawn case."""
+    from segdeploy.aoti.builder import export_program, plan_package
+    from segdeploy.cases import MULTI_IMAGE_MATRIX, draw_case
+    from segdeploy.runners.torch_runner import TorchRunner
+    from segdeploy.tensorrt.profiles import Range
+    from segdeploy.weights import load_decoder
+
+    options = plan_package(exported_multi.path, tmp_path / "m.pt2", prompts=Range(1, 4, 32), points=Range(1, 3, 16), images=Range(1, 2, 8))
+    program, layout, form, _ = export_program(options)
+    assert layout.multi_image and [s.name for s in layout.inputs()][:2] == ["image_embeddings", "image_index"]
+    bounds = {(int(r.lower), int(r.upper)) for r in program.range_constraints.values()}
+    assert {(1, 8), (1, 32), (1, 16)} <= bounds
+    case = draw_case(MULTI_IMAGE_MATRIX[2], rng, postprocess=False, multi_image=True)  # 3 images, 7 ragged prompts
+    import torch
+
+    with torch.no_grad():
+        traced = program.module()(*(torch.from_numpy(case.feeds[s.name]) for s in layout.inputs()))
+    with TorchRunner(load_decoder(seed=0)[0], layout.mask_output, False, form=form, multi_image=True) as eager:
+        expected = eager.infer(case.feeds)
+    for name, value in zip(layout.output_names(), traced):
+        assert np.abs(value.numpy() - expected[name]).max() < 1e-4, name

@@ -155,26 +155,35 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def build_package(options: AotiOptions, progress: Progress | None = None) -> AotiReport:
-    """Export, compile and write the package and its sidecar. Needs a C++ compiler (and CUDA for cuda)."""
+def export_program(options: AotiOptions, progress: Progress | None = None):
+    """(torch.export program, layout, form, graph metadata) of the decoder a package will hold."""
+    import torch
+
     from segdeploy.aoti.graph import compiled_graph
     from segdeploy.provenance import graph_layout, resolve_weights
 
     say = progress or (lambda _msg: None)
-    require_toolchain(options.device)
-    import torch
-
-    started = time.perf_counter()
     metadata = read_metadata(load_graph(options.onnx))
     layout, _ = graph_layout(metadata, options.onnx)
     say("loading weights")
     decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
     form = GraphForm(AttentionForm(metadata.get("attention", "plain")), UpscaleForm(metadata.get("upscale", "convtranspose")), options.precision)
     module = compiled_graph(decoder, layout, form).eval().to(options.device)
-    tf32 = options.tf32 and options.device == "cuda" and options.precision is Precision.FP32
     say("exporting with torch.export")
     with torch.no_grad():
         program = torch.export.export(module, example_inputs(options, layout), dynamic_shapes=dynamic_shapes(options, layout), strict=False)
+    return program, layout, form, metadata
+
+
+def build_package(options: AotiOptions, progress: Progress | None = None) -> AotiReport:
+    """Export, compile and write the package and its sidecar. Needs a C++ compiler (and CUDA for cuda)."""
+    say = progress or (lambda _msg: None)
+    require_toolchain(options.device)
+    import torch
+
+    started = time.perf_counter()
+    program, layout, form, metadata = export_program(options, say)
+    tf32 = options.tf32 and options.device == "cuda" and options.precision is Precision.FP32
     say("compiling with AOTInductor (about a minute on 2 cores)")
     options.out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{options.out.name}.", dir=options.out.parent))

@@ -253,3 +253,22 @@ def test_multi_image_graph_exports_with_a_dynamic_image_count(exported_multi, tm
         expected = eager.infer(case.feeds)
     for name, value in zip(layout.output_names(), traced):
         assert np.abs(value.numpy() - expected[name]).max() < 1e-4, name
+
+
+def test_build_aoti_needs_the_checkpoint_a_graph_came_from(exported, tmp_path):
+    import onnx
+
+    from segdeploy.graph_io import read_metadata, set_metadata
+
+    model = onnx.load(str(exported.path))
+    set_metadata(model, {**read_metadata(model), "weights": "checkpoint", "weights_sha256": "ab" * 32, "random_seed": ""})
+    graph = tmp_path / "from_checkpoint.onnx"
+    onnx.save(model, str(graph))
+    args = ["build-engine", "--runtime", "aoti", "--onnx", str(graph), "--out", str(tmp_path / "x.pt2")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "pass it with --checkpoint" in result.output
+    wrong = tmp_path / "other.pth"
+    wrong.write_bytes(b"not the checkpoint")
+    result = runner.invoke(app, [*args, "--checkpoint", str(wrong)])
+    assert result.exit_code == 2 and "is not the checkpoint" in result.output
+    assert not (tmp_path / "x.pt2").exists()

@@ -88,3 +88,19 @@ def test_plot_y_axis_starts_at_zero():
     bottom, top = figure.axes[0].get_ylim()
     plt.close(figure)
     assert bottom == 0 and top >= 104
+
+
+def test_onnxruntime_threads_stop_spinning_only_beside_a_torch_backend(exported):
+    from segdeploy import contract
+    from segdeploy.bench import quiet_onnxruntime_threads
+    from segdeploy.runners.ort_runner import OrtRunner
+
+    def ort() -> OrtRunner:
+        return OrtRunner(exported.path, contract.input_specs(True), ["masks", "iou_predictions", "low_res_masks"])
+
+    alone = {"onnxruntime": ort()}
+    assert not quiet_onnxruntime_threads(alone) and alone["onnxruntime"].spinning
+    mixed = {"onnxruntime": ort(), "torch": object()}
+    assert quiet_onnxruntime_threads(mixed) and not mixed["onnxruntime"].spinning
+    with mixed["onnxruntime"] as runner:  # the session option is accepted
+        assert runner.session is not None

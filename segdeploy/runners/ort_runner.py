@@ -31,12 +31,15 @@ class OrtRunner(Runner):
         self.threads = threads
         self.providers = list(providers)
         self.session = None
+        self.spinning = True  # idle worker threads spin (fastest alone; steals cores from other backends in-process)
 
     def _activate(self) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

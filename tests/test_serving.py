@@ -58,8 +58,12 @@ def server(exported_multi):
         process.kill()
         pytest.fail("segdeploy serve did not get ready")
     yield process, ports
-    if process.poll() is None:
-        process.kill()
+    if process.poll() is None:  # a test failed before the SIGTERM test: stop it the way users do
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _request(module, embedding, size, coords=None, labels=None, box=None, dtype_override=None):
@@ -157,6 +161,23 @@ def test_sigterm_leaves_no_server_process(server):
     assert "stopped" in output
     time.sleep(0.5)
     assert not _pids_with(marker), "a tritonserver process outlived SIGTERM"
+
+
+def test_a_killed_serve_takes_its_server_along(exported):
+    """SIGKILL gives `segdeploy serve` no chance to stop tritonserver: the server must go by itself."""
+    http = free_port()
+    command = [sys.executable, "-m", "segdeploy", "serve", str(exported.path), "--http-port", str(http),
+               "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert "serving sam_decoder" in process.stdout.readline()
+    marker = f"--http-port={http}"
+    assert _pids_with(marker)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while _pids_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _pids_with(marker), "tritonserver outlived a killed segdeploy serve"
 
 
 def test_serve_refuses_a_taken_port_in_one_line(tmp_path):

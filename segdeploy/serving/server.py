@@ -175,6 +175,17 @@ class RunningServer:
             return ""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies, however it dies
+    (a killed `segdeploy serve` must not leave a server behind). Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -250,7 +261,10 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     log_path = workspace / "tritonserver.log"
     say("starting tritonserver")
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     server = RunningServer(process, workspace, options, log_path, temp)
     deadline = time.monotonic() + STARTUP_SECONDS
     say("waiting for sam_decoder to be ready")

@@ -97,11 +97,15 @@ def fenced_blocks(markdown: str) -> list[Block]:
 
 
 def needs_tensorrt(argv: list[str]) -> bool:
-    """segdeploy commands that need TensorRT and a GPU (the README says: exit 2 without them)."""
+    """segdeploy commands that need TensorRT and a GPU (the README says: exit 2 without them);
+    AOTInductor builds (``--runtime aoti``) and ``.pt2`` engines run on the CPU."""
     if argv[:1] != ["segdeploy"] or len(argv) < 2:
         return False
-    backend_tensorrt = any(a == "--backend" and b == "tensorrt" for a, b in zip(argv, argv[1:]))
+    options = dict(zip(argv, argv[1:]))
+    if options.get("--runtime") == "aoti" or options.get("--engine", "").endswith(".pt2"):
+        return False
     build = argv[1] == "build-engine" and "--print-trtexec" not in argv
+    backend_tensorrt = any(a == "--backend" and b == "tensorrt" for a, b in zip(argv, argv[1:]))
     return build or argv[1] == "inspect" or "--engine" in argv or backend_tensorrt
 
 
@@ -290,6 +294,8 @@ class ReadmeChecker:
         for word in argv[1:]:
             if re.fullmatch(r"(?:[^<>]*/)?<\w+>", word):
                 expanded.append(self.fill_placeholder(word))
+            elif word.startswith("examples/"):  # the repository's examples, from the fresh folder
+                expanded.append(str(ROOT / word))
             elif any(c in word for c in "*?["):
                 expanded += sorted(str(p.relative_to(self.workdir)) for p in self.workdir.glob(word)) or [word]
             else:
@@ -436,6 +442,9 @@ def test_make_demo_expands_to_its_recipe():
 def test_tensorrt_commands_are_recognised():
     assert needs_tensorrt(["segdeploy", "build-engine"]) and not needs_tensorrt(["segdeploy", "build-engine", "--print-trtexec"])
     assert needs_tensorrt(["segdeploy", "bench", "--backend", "tensorrt"]) and not needs_tensorrt(["segdeploy", "bench"])
+    assert not needs_tensorrt(["segdeploy", "build-engine", "--runtime", "aoti"])
+    assert not needs_tensorrt(["segdeploy", "verify", "--engine", "engines/x.pt2"])
+    assert needs_tensorrt(["segdeploy", "verify", "--engine", "engines/x.plan"])
 
 
 @pytest.mark.parametrize("language", ["", "bash", "python", "text"])

@@ -51,20 +51,29 @@ def official_outputs(holder, feeds: dict[str, np.ndarray], multimask: bool) -> d
 
 def _torchvision_stand_in() -> None:
     """Identity stand-ins for the image transforms SAM2Transforms builds (and jit-scripts) in its
-    constructor, added to a real or stand-in torchvision only where they are missing."""
+    constructor, where torchvision does not import; an earlier stand-in (the SAM 1 predictor
+    oracle's) is extended, not replaced."""
+    names = ("Normalize", "Resize", "ToTensor")
     try:
-        importlib.import_module("torchvision.transforms")
-        return
+        transforms = importlib.import_module("torchvision.transforms")
+        if all(hasattr(transforms, name) for name in names):
+            return
     except Exception:
-        pass
+        transforms = None
+    if transforms is None or getattr(transforms, "__file__", None):  # missing, or a real one that failed
+        transforms = types.ModuleType("torchvision.transforms")
+        functional = sys.modules.get("torchvision.transforms.functional")
+        if functional is not None and not getattr(functional, "__file__", None):
+            transforms.functional = functional
+    package = sys.modules.get("torchvision")
+    if package is None or getattr(package, "__file__", None):
+        package = types.ModuleType("torchvision")
 
     class Identity(torch.nn.Identity):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__()
 
-    package = sys.modules.get("torchvision") or types.ModuleType("torchvision")
-    transforms = getattr(package, "transforms", None) or types.ModuleType("torchvision.transforms")
-    for name in ("Normalize", "Resize", "ToTensor"):
+    for name in names:
         if not hasattr(transforms, name):
             setattr(transforms, name, Identity)
     package.transforms = transforms

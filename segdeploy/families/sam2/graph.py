@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from segdeploy import contract
 from segdeploy.contract import MaskOutput
-from segdeploy.families.sam2.model import Sam2Decoder, high_res_channels_last
+from segdeploy.families.sam2.model import OUTPUT_TOKENS, Sam2Decoder, high_res_channels_last
 from segdeploy.forms import AttentionForm, GraphForm, UpscaleForm
 from segdeploy.model.prompt_encoder import IGNORED_SLOT_LOGIT
 from segdeploy.model.sam_decoder import DecoderGraph
@@ -71,7 +71,7 @@ class Sam2DecoderGraph(DecoderGraph):
 
         mask_decoder = self.decoder.mask_decoder
         ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
-        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, 6)
+        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, OUTPUT_TOKENS)
         token_mask = (torch.cat([output_slots, ignored], dim=1) * IGNORED_SLOT_LOGIT)[:, None, None, :]
 
         if self.dtype != torch.float32:

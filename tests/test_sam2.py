@@ -68,28 +68,25 @@ def test_eager_matches_sam2_package(index, decoders, rng):
         assert_matches(run_graph(decoder, layout, case.feeds, FEWTOKEN_MATMUL), want)
 
 
-@pytest.mark.parametrize("logit_scale", [1.0, 0.3], ids=["trained-scale logits", "near-zero logits"])
-def test_single_mask_is_the_predictors_stability_choice(logit_scale, decoders, rng):
+def test_single_mask_is_the_predictors_stability_choice(decoders, rng):
     """multimask_output=False: token 0 where stable, else the best of tokens 1..3, as the predictor
-    (dynamic_multimask_via_stability). Scaling token 0's logits down makes both branches occur."""
-    decoder, _ = decoders[VARIANTS[1]]
-    decoder = FAMILY.load_decoder(VARIANTS[1], None, 0)[0] if logit_scale != 1.0 else decoder
-    if logit_scale != 1.0:
-        with torch.no_grad():
-            last = decoder.mask_decoder.output_hypernetworks_mlps[0].layers[-1]
-            last.weight.mul_(logit_scale / 12.0)
-            last.bias.mul_(logit_scale / 12.0)
-    holder = official_modules(decoder)
-    case = draw_case(CaseSpec("mixed", 5, ("click", "box", "clicks", "box+clicks"), (480, 640), "mixed"), rng, postprocess=False)
-    layout = GraphLayout(MaskOutput.SINGLE, postprocess=False, family="sam2")
-    want = official_outputs(holder, case.feeds, multimask=False)
-    assert_matches(run_graph(decoder, layout, case.feeds, GraphForm() if logit_scale == 1.0 else FEWTOKEN_MATMUL), want)
-    every = run_graph(decoder, GraphLayout(MaskOutput.ALL, postprocess=False, family="sam2"), case.feeds)
-    stable = stability_scores(torch.from_numpy(every["low_res_masks"][:, :1]), 0.05).numpy()[:, 0] >= 0.98
-    if logit_scale == 1.0:
-        assert stable.all()  # logits of size ~12 are stable: token 0
-    else:
-        assert not stable.all()  # the fallback branch ran for some prompt
+    (dynamic_multimask_via_stability), in both forms. Token 0's logits at trained scale are mostly
+    stable; scaled down to ~0.3 they are not: together both branches run."""
+    trained, _ = decoders[VARIANTS[1]]
+    shrunk, _ = load_decoder(VARIANTS[1], seed=int(rng.integers(1000)))
+    with torch.no_grad():
+        last = shrunk.mask_decoder.output_hypernetworks_mlps[0].layers[-1]
+        last.weight.mul_(0.3 / 12.0)
+        last.bias.mul_(0.3 / 12.0)
+    spec = CaseSpec("mixed", 4, ("click", "box", "clicks", "box+clicks"), (480, 640), "mixed")
+    stable = []
+    for decoder, form in ((trained, GraphForm()), (shrunk, FEWTOKEN_MATMUL)):
+        case = draw_case(spec, rng, postprocess=False)
+        want = official_outputs(official_modules(decoder), case.feeds, multimask=False)
+        assert_matches(run_graph(decoder, GraphLayout(MaskOutput.SINGLE, postprocess=False, family="sam2"), case.feeds, form), want)
+        every = run_graph(decoder, GraphLayout(MaskOutput.ALL, postprocess=False, family="sam2"), case.feeds)
+        stable += list(stability_scores(torch.from_numpy(every["low_res_masks"][:, :1]), 0.05).numpy()[:, 0] >= 0.98)
+    assert any(stable) and not all(stable), stable
 
 
 def test_official_checkpoint_layout_loads(tmp_path, fresh_seed):

@@ -39,7 +39,7 @@ def test_graph_declares_the_sam2_contract(sam2_exported):
     assert not {"Tile", "OneHot", "NonZero", "ScatterND"} & {n.op_type for n in model.graph.node}
 
 
-ROWS = [spec for spec in SAM2_MATRIX if spec.name in ("ragged mixed prompts", "box plus clicks, mask input", "tiny image")]
+ROWS = [spec for spec in SAM2_MATRIX if spec.name in ("ragged mixed prompts", "tiny image")]  # the rest: verify's matrix
 
 
 @pytest.mark.parametrize("spec", ROWS, ids=[s.name for s in ROWS])
@@ -74,7 +74,7 @@ def test_multi_image_batches_equal_single_runs(sam2_multi, fresh_seed):
 
 
 def test_fp16_graph_passes_verify_and_lints_clean(sam2_fp16, fresh_seed):
-    report = verify_graph(VerifyOptions(onnx=sam2_fp16.path, cases=4, seed=fresh_seed))
+    report = verify_graph(VerifyOptions(onnx=sam2_fp16.path, cases=3, seed=fresh_seed))
     assert report.passed, render_report(report)
     assert report.precision == "fp16"
     assert report.worst("low_res_masks", "mask_iou_worst") >= 0.98

@@ -122,8 +122,10 @@ class Decoder:
         results: list[Prediction | None] = [None] * len(prompts)
         for group in self._call_groups(checked, image_of):
             outputs = self._infer(group, checked, images, image_of)
+            spans = [self._span(outputs, row, checked[index]) for row, index in enumerate(group)]
+            masks = self._masks(outputs, spans, [checked[index] for index in group])
             for row, index in enumerate(group):
-                results[index] = self._split(outputs, row, checked[index], return_logits)
+                results[index] = self._split(outputs, row, spans[row], masks[row], return_logits)
         return results  # type: ignore[return-value]
 
     def check(self, prompt: Prompt, where: str = "") -> None:
@@ -187,36 +189,37 @@ class Decoder:
             if self.layout.postprocess:
                 feeds[contract.ORIG_IM_SIZE.name] = np.array(checked[group[0]].orig_size, np.int64)
         if self._lock is None:
-            outputs = self.runner.infer(feeds)
-        else:
-            with self._lock:
-                outputs = self.runner.infer(feeds)
-        if not self.layout.postprocess:
-            outputs["masks"] = self._upscale(outputs["low_res_masks"], [checked[i] for i in group])
-        return outputs
+            return self.runner.infer(feeds)
+        with self._lock:
+            return self.runner.infer(feeds)
 
-    def _upscale(self, low_res: np.ndarray, prompts: list[CheckedPrompt]) -> list[np.ndarray]:
-        """Per prompt, logits at its original size; prompts of one size are resized together."""
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for row, prompt in enumerate(prompts):
-            by_size.setdefault(prompt.orig_size, []).append(row)
+    def _span(self, outputs: dict[str, np.ndarray], row: int, prompt: CheckedPrompt) -> slice:
+        """The output columns (mask tokens) this prompt returns."""
+        tokens = self.layout.mask_output.tokens
+        if not prompt.multimask_output and self.layout.mask_output is MaskOutput.ALL:
+            column = self.family.single_column(outputs["low_res_masks"][row], outputs["iou_predictions"][row])
+            return slice(column, column + 1)  # SAM 1: token 0; SAM 2: its stability-based choice
+        want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
+        columns = [tokens.index(t) for t in want]
+        return slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+
+    def _masks(self, outputs: dict[str, np.ndarray], spans: list[slice], prompts: list[CheckedPrompt]) -> list[np.ndarray]:
+        """Per prompt, the logits of its masks at its original size: the graph's, or resized on the
+        host (only the masks it returns; prompts of one size and span resized together)."""
+        if self.layout.postprocess:
+            return [outputs["masks"][row][span] for row, span in enumerate(spans)]
+        low_res = outputs["low_res_masks"]
+        groups: dict[tuple, list[int]] = {}
+        for row, (prompt, span) in enumerate(zip(prompts, spans)):
+            groups.setdefault((prompt.orig_size, span.start, span.stop), []).append(row)
         masks: list[np.ndarray] = [np.empty(0)] * len(prompts)
-        for size, rows in by_size.items():
-            resized = self.family.upscale_on_host(low_res[rows], size)
+        for (size, start, stop), rows in groups.items():
+            resized = self.family.upscale_on_host(low_res[rows, start:stop], size)
             for position, row in enumerate(rows):
                 masks[row] = resized[position]
         return masks
 
-    def _split(self, outputs: dict[str, np.ndarray], row: int, prompt: CheckedPrompt, return_logits: bool) -> Prediction:
-        tokens = self.layout.mask_output.tokens
-        if not prompt.multimask_output and self.layout.mask_output is MaskOutput.ALL:
-            column = self.family.single_column(outputs["low_res_masks"][row], outputs["iou_predictions"][row])
-            span = slice(column, column + 1)  # SAM 1: token 0; SAM 2: its stability-based choice
-        else:
-            want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
-            columns = [tokens.index(t) for t in want]
-            span = slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
-        masks = outputs["masks"][row][span]
+    def _split(self, outputs: dict[str, np.ndarray], row: int, span: slice, masks: np.ndarray, return_logits: bool) -> Prediction:
         masks = np.ascontiguousarray(masks, dtype=np.float32) if return_logits else masks > 0.0
         scores = np.ascontiguousarray(outputs["iou_predictions"][row, span], dtype=np.float32)
         low_res = np.ascontiguousarray(outputs["low_res_masks"][row, span], dtype=np.float32)

@@ -25,5 +25,6 @@ def upscale_to_original(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.n
         masks = torch.from_numpy(np.ascontiguousarray(low_res[..., :rows, :cols]))
         masks = F.interpolate(masks, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
         masks = masks[..., :new_height, :new_width]
-        masks = F.interpolate(masks, size=tuple(orig_size), mode="bilinear", align_corners=False)
+        if (new_height, new_width) != tuple(orig_size):  # a resize to the same size is the identity: skipped
+            masks = F.interpolate(masks, size=tuple(orig_size), mode="bilinear", align_corners=False)
     return masks.numpy()

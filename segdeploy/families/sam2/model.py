@@ -109,11 +109,12 @@ class Sam2MaskDecoder(MaskDecoder):
         first, norm, first_act, second, second_act = self.output_upscaling
         batch, positions, channels = image_tokens.shape
         mid, out = first.out_channels, second.out_channels
-        first_weight, first_bias, second_weight, second_bias = self.channels_last_upscaling_weights()
-        y = F.linear(image_tokens, first_weight, first_bias).reshape(batch, positions * 4, mid) + feat_s1
+        first_weight, _, second_weight, _ = self.channels_last_upscaling_weights()
+        # each ConvTranspose's bias rides on its skip (per image), so every stage adds once per prompt
+        y = F.linear(image_tokens, first_weight).reshape(batch, positions * 4, mid) + (feat_s1 + first.bias)
         y = first_act(norm.channels_last(y))
-        y = F.linear(y.reshape(batch, positions * 4, mid), second_weight, second_bias).reshape(batch, positions * 16, out)
-        y = second_act(y + feat_s0)
+        y = F.linear(y, second_weight).reshape(batch, positions * 16, out)
+        y = second_act(y + (feat_s0 + second.bias))
         masks_count = hyper_in.shape[1]
         masks = hyper_in @ y.transpose(1, 2)  # [B, M, h*w*16]
         masks = masks.reshape(batch * masks_count, height, width * 2, 4, 2).permute(0, 1, 3, 2, 4)

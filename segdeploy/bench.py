@@ -117,14 +117,9 @@ def bench_feeds(
     labels = np.ones((prompts, points), np.float32)
     coords[:, -1] = 0.0
     labels[:, -1] = float(contract.Label.PADDING) if points > 1 else 1.0
-    if family == "sam1":
-        feeds = {
-            "image_embeddings": (0.5 * rng.standard_normal((images or 1, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
-        }
-    else:
-        from segdeploy.families import get_family
+    from segdeploy.families import get_family
 
-        feeds = get_family(family).image_feeds(rng, images or 1)
+    feeds = get_family(family).image_feeds(rng, images or 1)
     if images is not None:
         feeds["image_index"] = (np.arange(prompts) % images).astype(np.int64)
     feeds |= {

@@ -192,12 +192,9 @@ def trace_to_onnx(graph_module, options: ExportOptions):
         spec.name: {i: d for i, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs + outputs
     }
     buffer = io.BytesIO()
-    if layout.family == "sam1":
-        feeds = example_inputs(layout)
-    else:
-        from segdeploy.families import get_family
+    from segdeploy.families import get_family
 
-        feeds = get_family(layout.family).example_inputs(layout)
+    feeds = get_family(layout.family).example_inputs(layout)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -107,8 +107,9 @@ class Decoder:
         return_logits: bool = False,
     ) -> Prediction:
         """Masks for one prompt on one image: ``(masks [M,H,W], scores [M], low-res logits
-        [M,256,256])``, as ``SamPredictor.predict`` with the same embedding set. Coordinates are in
-        the original image's pixels; M is 3 with ``multimask_output``, else 1."""
+        [M,256,256])``, as ``SamPredictor.predict`` with the same embedding set (a SAM 2 graph:
+        ``SAM2ImagePredictor.predict`` with the same features). Coordinates are in the original
+        image's pixels; M is 3 with ``multimask_output``, else 1."""
         prompt = Prompt(embedding, orig_size, point_coords, point_labels, box, mask_input, multimask_output)
         return self.predict_batch([prompt], return_logits=return_logits)[0]
 

@@ -25,7 +25,9 @@ class Prompt:
     """One prompt on one image, in that image's pixel frame, as ``SamPredictor.predict`` takes it.
 
     ``embedding``: the image's embedding, [1,256,64,64] or [256,64,64] (``get_image_embedding()``);
-    prompts on the same image should pass the same array object, so it is sent once.
+    for a SAM 2 decoder, the image's features (``SAM2ImagePredictor._features``: a mapping with
+    ``image_embed`` and ``high_res_feats``, or the tuple image_embed, high_res_feats_0, _1);
+    prompts on the same image should pass the same object, so it is sent once.
     ``orig_size``: the image's (H, W). ``point_coords`` [N,2] x,y with ``point_labels`` [N]
     (1 foreground, 0 background); ``box`` [4] x0,y0,x1,y1; ``mask_input`` [1,256,256] low-res logits.
     """

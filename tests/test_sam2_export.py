@@ -102,10 +102,22 @@ def test_tensorrt_profiles_carry_the_high_res_maps(sam2_multi, sam2_fp16):
     assert "--maxShapes=image_embeddings:4x256x64x64,high_res_feats_0:4x32x256x256,high_res_feats_1:4x64x128x128,image_index:64" in line.output
 
 
-def test_bench_against_the_sam2_modules_export(sam2_exported, tmp_path):
-    from segdeploy.bench import BenchOptions, run_bench
+def test_bench_against_the_sam2_modules_export(sam2_exported, tmp_path, rng):
+    """The baseline (the sam2 modules exported as they are) computes our graph's function, with a
+    dynamic prompt count; bench runs it beside ours."""
+    from segdeploy.bench import BenchOptions, bench_feeds, run_bench
+    from segdeploy.families.sam2.baseline import export_official, official_runner
 
-    report = run_bench(BenchOptions(onnx=sam2_exported.path, prompts=(2,), points=(3,), runs=1, warmup=0, baseline="official", out_dir=tmp_path, name="s2"))
+    decoder, _ = load_decoder(VARIANT, seed=0)
+    baseline = export_official(decoder, tmp_path / "official.onnx")
+    feeds = bench_feeds(3, 4, (480, 640), rng, True, family="sam2")
+    feeds["has_mask_input"] = np.array([1.0, 0.0, 1.0], np.float32)
+    feeds["mask_input"] = (10 * rng.standard_normal(feeds["mask_input"].shape)).astype(np.float32)
+    with official_runner(baseline) as official, TorchRunner(decoder, MaskOutput.MULTI, True, family="sam2") as eager:
+        got, want = official.infer(feeds), eager.infer(feeds)
+    assert np.abs(got["low_res_masks"] - want["low_res_masks"]).max() <= 1e-3
+    assert np.abs(got["iou_predictions"] - want["iou_predictions"]).max() <= 1e-4
+    report = run_bench(BenchOptions(onnx=sam2_exported.path, prompts=(2,), points=(3,), runs=1, warmup=0, baseline=str(baseline), out_dir=tmp_path, name="s2"))
     assert {r.backend for r in report.rows} == {"onnxruntime", "official"}
     assert all(r.ratio_to_baseline is not None for r in report.rows)
 

@@ -223,7 +223,7 @@ def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exporte
         else:
             assert config.backend == "python" and config.max_batch_size == 64
             assert config.dynamic_batching.max_queue_delay_microseconds == 2000
-            assert [i.name for i in config.input] == ["image_embeddings", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            assert [i.name for i in config.input] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
             assert (out / "sam_decoder" / "1" / graph.name).is_file() and (out / "sam_decoder" / "1" / "model.py").is_file()
             parameters = {k: v.string_value for k, v in config.parameters.items()}
             assert parameters["segdeploy_source"] == graph.name
@@ -259,3 +259,27 @@ def test_libpython_check_names_the_problem(monkeypatch):
     with pytest.raises(BadInputError, match="shared libpython"):
         server.libpython_dir()
     assert os.path.basename(sys.executable)
+
+
+def test_serve_answers_sam2_requests_with_their_high_res_features(sam2_multi, fresh_seed):
+    """A SAM 2 graph behind serve: requests carry the two projected high-res maps; without them, an error."""
+    import tritonclient.grpc as grpc_client
+
+    from segdeploy.serving.server import ServeOptions, start_server
+
+    rng = np.random.default_rng(fresh_seed)
+    features = [(0.5 * rng.standard_normal(shape)).astype(np.float32) for shape in ((1, 256, 64, 64), (1, 32, 256, 256), (1, 64, 128, 128))]
+    coords, size = np.array([[200.0, 150.0]]), (480, 640)
+    options = ServeOptions(source=sam2_multi.path, threads=2, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    with start_server(options) as server, Decoder.load(sam2_multi.path) as reference:
+        client = grpc_client.InferenceServerClient(server.grpc_url)
+        inputs = _request(grpc_client, features[0], size, coords=coords, labels=np.array([1.0]))
+        with pytest.raises(Exception, match="high_res_feats"):
+            client.infer("sam_decoder", inputs)
+        for name, array in (("high_res_feats_0", features[1]), ("high_res_feats_1", features[2])):
+            inputs.append(grpc_client.InferInput(name, list(array.shape), "FP32"))
+            inputs[-1].set_data_from_numpy(array)
+        answer = client.infer("sam_decoder", inputs)
+        want = reference.predict(tuple(features), point_coords=coords, point_labels=np.array([1.0]), orig_size=size)
+        assert np.abs(answer.as_numpy("low_res_masks")[0] - want.low_res_logits).max() <= 1e-4
+        assert (answer.as_numpy("masks")[0] == want.masks).mean() >= 0.9999

@@ -28,6 +28,8 @@ class ServedTensor:
 # What one `segdeploy serve` request carries: one prompt on one image, in the image's pixels.
 SERVE_INPUTS = (
     ServedTensor("image_embeddings", "float32", (256, 64, 64), doc="the image's embedding"),
+    ServedTensor("high_res_feats_0", "float32", (32, 256, 256), optional=True, doc="SAM 2: the projected stride-4 features"),
+    ServedTensor("high_res_feats_1", "float32", (64, 128, 128), optional=True, doc="SAM 2: the projected stride-8 features"),
     ServedTensor("point_coords", "float32", (-1, 2), optional=True, ragged=True, doc="x,y in original image pixels"),
     ServedTensor("point_labels", "float32", (-1,), optional=True, ragged=True, doc="1 foreground, 0 background"),
     ServedTensor("box", "float32", (4,), optional=True, doc="x0,y0,x1,y1 in original image pixels"),

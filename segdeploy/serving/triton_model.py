@@ -29,6 +29,10 @@ def request_prompts(pb_utils: Any, request: Any, decoder: Any) -> list[Prompt]:
     sizes = _optional(pb_utils, request, "orig_size")
     if embeddings is None or sizes is None:
         raise BadInputError("a request needs image_embeddings and orig_size")
+    high_res = [_optional(pb_utils, request, name) for name in ("high_res_feats_0", "high_res_feats_1")]
+    sam2 = decoder.layout.family == "sam2"
+    if sam2 != (high_res[0] is not None and high_res[1] is not None):
+        raise BadInputError("a SAM 2 decoder needs high_res_feats_0 and high_res_feats_1" if sam2 else "high_res_feats_* are for SAM 2 decoders; this one is SAM 1")
     coords, labels = _optional(pb_utils, request, "point_coords"), _optional(pb_utils, request, "point_labels")
     box, mask = _optional(pb_utils, request, "box"), _optional(pb_utils, request, "mask_input")
     multimask = _optional(pb_utils, request, "multimask_output")
@@ -37,8 +41,9 @@ def request_prompts(pb_utils: Any, request: Any, decoder: Any) -> list[Prompt]:
         raise BadInputError("the prompts of one request must share orig_size (send one request per image)")
     prompts = []
     for row in range(rows):
+        embedding = (embeddings[row], high_res[0][row], high_res[1][row]) if sam2 else embeddings[row]
         prompt = Prompt(
-            embeddings[row], sizes[row],
+            embedding, sizes[row],
             None if coords is None else coords[row], None if labels is None else labels[row],
             None if box is None else box[row], None if mask is None else mask[row],
             True if multimask is None else bool(multimask[row].reshape(-1)[0]),

@@ -204,6 +204,7 @@ EMBEDDING = np.zeros((1, 256, 64, 64), np.float32)
         ({"orig_size": (100,)}, "orig_size"),
         ({"orig_size": (0, 100)}, "orig_size"),
         ({"orig_size": (10.5, 100)}, "orig_size"),
+        ({"orig_size": (1, 4000)}, "orig_size"),
         ({"mask_input": np.zeros((1, 128, 128), np.float32)}, "mask_input"),
         ({"mask_input": np.full((1, 256, 256), np.inf, np.float32)}, "mask_input"),
         ({"point_coords": None, "point_labels": None}, "point_coords"),

@@ -75,6 +75,7 @@ class PromptRules:
     to_model_frame: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = to_model_frame
     box_first: bool = False  # SAM 2's predictor puts the box corners before the clicks
     always_pad: bool = False  # SAM 2's predictor ends every prompt with the padding point, box or not
+    longest_side_resize: bool = True  # SAM 1 keeps the aspect ratio: a side can shrink to nothing
 
 
 SAM1_RULES = PromptRules()
@@ -128,6 +129,8 @@ def check_prompt(prompt: Prompt, where: str = "", rules: PromptRules = SAM1_RULE
     """Check one prompt and move it into the model-input frame (as ``SamPredictor.predict``, or as
     the predictor of the family whose ``rules`` are given)."""
     orig_size = check_orig_size(prompt.orig_size, where)
+    if rules.longest_side_resize and min(preprocess_shape(orig_size)) < 1:
+        raise BadInputError(f"{where}orig_size {orig_size} is too elongated: its short side is 0 pixels once the long side is {contract.MODEL_INPUT_SIZE}")
     if prompt.point_coords is None and prompt.box is None:
         raise BadInputError(f"{where}a prompt needs point_coords (with point_labels) or a box")
     if (prompt.point_coords is None) != (prompt.point_labels is None):

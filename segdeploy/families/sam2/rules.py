@@ -31,7 +31,7 @@ def to_square_frame(coords: np.ndarray, orig_size: tuple[int, int]) -> np.ndarra
     return out
 
 
-PROMPT_RULES = PromptRules(to_model_frame=to_square_frame, box_first=True, always_pad=True)
+PROMPT_RULES = PromptRules(to_model_frame=to_square_frame, box_first=True, always_pad=True, longest_side_resize=False)
 
 
 def check_features(value: Any, where: str = "") -> dict[str, np.ndarray]:

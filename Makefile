@@ -30,7 +30,7 @@ demo: setup
 	$(SEGDEPLOY) verify --report export/verify-report.json
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-gpu: setup
 	$(PY) -m pytest -q -m "gpu or tensorrt"
@@ -39,4 +39,4 @@ bench: setup
 	$(PY) benchmarks/run_benchmarks.py
 
 clean:
-	rm -rf export/*.onnx export/*.json engines/*.plan engines/*.json benchmarks/results/tmp
+	rm -rf export/*.onnx export/*.json engines/*.plan engines/*.pt2 engines/*.json benchmarks/results/tmp

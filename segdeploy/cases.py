@@ -8,6 +8,7 @@ says: a box is two points labelled 2 and 3; a prompt without a box ends with SAM
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,21 +129,34 @@ def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True
     """Draw the values of one case; ``multi_image`` writes the multi-image flavor's feeds."""
     frame = prepadded(spec.orig_size)
     prompts = [_prompt(rng, spec.kinds[i % len(spec.kinds)], frame, spec.max_clicks) for i in range(spec.prompts)]
+    return case_from_prompts(spec, rng, prompts, sam1_image_feeds, postprocess, multi_image)
+
+
+def sam1_image_feeds(rng: np.random.Generator, images: int) -> dict[str, np.ndarray]:
+    """``images`` image embeddings at unit order of magnitude."""
+    shape = (images, *contract.IMAGE_EMBEDDINGS.dims[1:])
+    return {contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal(shape)).astype(np.float32)}
+
+
+def case_from_prompts(
+    spec: CaseSpec, rng: np.random.Generator, prompts: list[list[tuple[float, float, int]]],
+    image_feeds: Callable[[np.random.Generator, int], dict[str, np.ndarray]], postprocess: bool, multi_image: bool,
+    image_inputs: tuple[str, ...] = (contract.IMAGE_EMBEDDINGS.name,),
+) -> Case:
+    """A case from drawn prompts (x, y, label in the model-input frame): packed with ignored slots
+    that carry garbage coordinates, mask inputs as the row says, the images from ``image_feeds``
+    (one per call, or the row's count spread by ``image_index`` in the multi-image flavor)."""
     width = max(len(p) for p in prompts)
-    coords = np.zeros((spec.prompts, width, 2), np.float32)
+    coords = rng.uniform(0, contract.MODEL_INPUT_SIZE, (spec.prompts, width, 2)).astype(np.float32)  # ignored slots: must not matter
     labels = np.full((spec.prompts, width), float(Label.IGNORED), np.float32)
     for b, prompt in enumerate(prompts):
         for n, (x, y, label) in enumerate(prompt):
             coords[b, n] = (x, y)
             labels[b, n] = float(label)
-        # ignored slots carry garbage coordinates: they must not matter
-        coords[b, len(prompt):] = rng.uniform(0, contract.MODEL_INPUT_SIZE, (width - len(prompt), 2))
     has_mask = {"off": np.zeros, "on": np.ones}.get(spec.mask_input)
     has_mask_input = has_mask(spec.prompts, np.float32) if has_mask else (rng.random(spec.prompts) < 0.5).astype(np.float32)
     images = spec.images if multi_image else 1
-    feeds = {
-        contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal((images, *contract.IMAGE_EMBEDDINGS.dims[1:]))).astype(np.float32),
-    }
+    feeds = image_feeds(rng, images)
     if multi_image:
         feeds[contract.IMAGE_INDEX.name] = rng.integers(0, images, spec.prompts).astype(np.int64)
     feeds |= {
@@ -153,7 +167,7 @@ def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True
     }
     if postprocess and not multi_image:
         feeds[contract.ORIG_IM_SIZE.name] = np.array(spec.orig_size, np.int64)
-    return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts])
+    return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts], image_inputs=image_inputs)
 
 
 def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True, multi_image: bool = False) -> list[Case]:

@@ -57,12 +57,9 @@ class Sam1Family(Family):
         return draw_cases(rng, count, layout.postprocess, layout.multi_image)
 
     def image_feeds(self, rng, images):
-        import numpy as np
+        from segdeploy.cases import sam1_image_feeds
 
-        from segdeploy.cases import EMBEDDING_STD
-
-        embeddings = EMBEDDING_STD * rng.standard_normal((images, *contract.IMAGE_EMBEDDINGS.dims[1:]))
-        return {contract.IMAGE_EMBEDDINGS.name: embeddings.astype(np.float32)}
+        return sam1_image_feeds(rng, images)
 
     def prompt_rules(self):
         from segdeploy.runtime.prompts import SAM1_RULES

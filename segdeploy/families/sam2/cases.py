@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.cases import EMBEDDING_STD, MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, _mask_logits
+from segdeploy.cases import EMBEDDING_STD, MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, case_from_prompts
 from segdeploy.contract import Label
 from segdeploy.families.sam2 import contract as sam2_contract
 
@@ -49,28 +49,7 @@ def prompt_points(rng: np.random.Generator, kind: str, max_clicks: int) -> list[
 def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True, multi_image: bool = False) -> Case:
     """Draw one case's values in the SAM 2 contract's form."""
     prompts = [prompt_points(rng, spec.kinds[i % len(spec.kinds)], spec.max_clicks) for i in range(spec.prompts)]
-    width = max(len(p) for p in prompts)
-    coords = rng.uniform(0, SIDE, (spec.prompts, width, 2)).astype(np.float32)  # ignored slots keep garbage
-    labels = np.full((spec.prompts, width), float(Label.IGNORED), np.float32)
-    for b, prompt in enumerate(prompts):
-        for n, (x, y, label) in enumerate(prompt):
-            coords[b, n] = (x, y)
-            labels[b, n] = float(label)
-    has_mask = {"off": np.zeros, "on": np.ones}.get(spec.mask_input)
-    has_mask_input = has_mask(spec.prompts, np.float32) if has_mask else (rng.random(spec.prompts) < 0.5).astype(np.float32)
-    images = spec.images if multi_image else 1
-    feeds = image_feeds(rng, images)
-    if multi_image:
-        feeds[contract.IMAGE_INDEX.name] = rng.integers(0, images, spec.prompts).astype(np.int64)
-    feeds |= {
-        contract.POINT_COORDS.name: coords,
-        contract.POINT_LABELS.name: labels,
-        contract.MASK_INPUT.name: np.stack([_mask_logits(rng)[None] for _ in range(spec.prompts)]),
-        contract.HAS_MASK_INPUT.name: has_mask_input,
-    }
-    if postprocess and not multi_image:
-        feeds[contract.ORIG_IM_SIZE.name] = np.array(spec.orig_size, np.int64)
-    return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts], image_inputs=sam2_contract.IMAGE_INPUTS)
+    return case_from_prompts(spec, rng, prompts, image_feeds, postprocess, multi_image, sam2_contract.IMAGE_INPUTS)
 
 
 def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True, multi_image: bool = False) -> list[Case]:

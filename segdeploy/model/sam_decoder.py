@@ -128,27 +128,11 @@ class DecoderGraph(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """The contract's outputs. ``image_index`` [B] picks each prompt's image out of
         ``image_embeddings`` [I,C,h,w] (one Gather); None broadcasts the one image over every prompt."""
-        prompt_encoder = self.decoder.prompt_encoder
-        sparse = prompt_encoder.embed_points(point_coords, point_labels)
         channels_last = self.form.upscale == UpscaleForm.MATMUL
-        height, width = image_embeddings.shape[-2:]
-        if channels_last:  # the images are transposed once, not once per prompt
-            image_tokens = image_embeddings.flatten(2).transpose(1, 2)
-            if image_index is not None:
-                image_tokens = torch.index_select(image_tokens, 0, image_index)
-            src = image_tokens + prompt_encoder.embed_masks_channels_last(mask_input, has_mask_input)
-        else:
-            if image_index is not None:
-                image_embeddings = torch.index_select(image_embeddings, 0, image_index)
-            src = (image_embeddings + prompt_encoder.embed_masks(mask_input, has_mask_input)).flatten(2).transpose(1, 2)
-        pos_tokens = self.image_pe.flatten(2).transpose(1, 2)
-
-        num_output_tokens = 1 + self.decoder.mask_decoder.num_mask_tokens
-        ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
-        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, num_output_tokens)
-        ignored = torch.cat([output_slots, ignored], dim=1)
-        token_mask = (ignored * IGNORED_SLOT_LOGIT)[:, None, None, :]
-
+        sparse, src, pos_tokens, token_mask, (height, width) = self.prompt_tokens(
+            image_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input,
+            1 + self.decoder.mask_decoder.num_mask_tokens,
+        )
         if self.dtype != torch.float32:
             src, sparse = src.to(self.dtype), sparse.to(self.dtype)
         low_res_masks, iou_predictions = self.decoder.mask_decoder(
@@ -164,6 +148,41 @@ class DecoderGraph(nn.Module):
             raise ValueError("orig_im_size is required when postprocess is on")
         masks = upscale_masks(low_res_masks, orig_im_size)
         return masks, iou_predictions, low_res_masks
+
+
+    def prompt_tokens(
+        self,
+        image_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        output_tokens: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+        """What the transformer takes, for every family: the sparse prompt tokens; each prompt's image
+        tokens [B,h*w,C] (its image, gathered by ``image_index`` or broadcast, plus its dense mask
+        embedding); their positional encoding; the additive mask of ignored slots over
+        ``output_tokens`` output tokens followed by the prompt's slots; and the grid (h, w)."""
+        prompt_encoder = self.decoder.prompt_encoder
+        sparse = prompt_encoder.embed_points(point_coords, point_labels)
+        grid = image_embeddings.shape[-2:]
+        if self.form.upscale == UpscaleForm.MATMUL:  # the images are transposed once, not once per prompt
+            image_tokens = image_embeddings.flatten(2).transpose(1, 2)
+            if image_index is not None:
+                image_tokens = torch.index_select(image_tokens, 0, image_index)
+            src = image_tokens + prompt_encoder.embed_masks_channels_last(mask_input, has_mask_input)
+        else:
+            if image_index is not None:
+                image_embeddings = torch.index_select(image_embeddings, 0, image_index)
+            src = (image_embeddings + prompt_encoder.embed_masks(mask_input, has_mask_input)).flatten(2).transpose(1, 2)
+        pos_tokens = self.image_pe.flatten(2).transpose(1, 2)
+
+        ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
+        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, output_tokens)
+        ignored = torch.cat([output_slots, ignored], dim=1)
+        token_mask = (ignored * IGNORED_SLOT_LOGIT)[:, None, None, :]
+        return sparse, src, pos_tokens, token_mask, grid
 
 
 class MultiImageDecoderGraph(DecoderGraph):

@@ -11,7 +11,6 @@ from segdeploy import contract
 from segdeploy.contract import MaskOutput
 from segdeploy.families.sam2.model import OUTPUT_TOKENS, Sam2Decoder, high_res_channels_last
 from segdeploy.forms import AttentionForm, GraphForm, UpscaleForm
-from segdeploy.model.prompt_encoder import IGNORED_SLOT_LOGIT
 from segdeploy.model.sam_decoder import DecoderGraph
 
 
@@ -51,28 +50,15 @@ class Sam2DecoderGraph(DecoderGraph):
     ) -> tuple[torch.Tensor, ...]:
         """The contract's outputs; ``image_index`` [B] picks each prompt's image (one Gather per
         per-image input), None broadcasts the one image over every prompt."""
-        prompt_encoder = self.decoder.prompt_encoder
-        sparse = prompt_encoder.embed_points(point_coords, point_labels)
         channels_last = self.form.upscale == UpscaleForm.MATMUL
-        height, width = image_embeddings.shape[-2:]
+        sparse, src, pos_tokens, token_mask, (height, width) = self.prompt_tokens(
+            image_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input, OUTPUT_TOKENS,
+        )
         if channels_last:  # per-image rearrangements happen once per image, before any gather
-            image_tokens = image_embeddings.flatten(2).transpose(1, 2)
             feat_s0, feat_s1 = high_res_channels_last(feat_s0, feat_s1)
-            if image_index is not None:
-                image_tokens = torch.index_select(image_tokens, 0, image_index)
-            src = image_tokens + prompt_encoder.embed_masks_channels_last(mask_input, has_mask_input)
-        else:
-            if image_index is not None:
-                image_embeddings = torch.index_select(image_embeddings, 0, image_index)
-            src = (image_embeddings + prompt_encoder.embed_masks(mask_input, has_mask_input)).flatten(2).transpose(1, 2)
         if image_index is not None:
             feat_s0, feat_s1 = torch.index_select(feat_s0, 0, image_index), torch.index_select(feat_s1, 0, image_index)
-        pos_tokens = self.image_pe.flatten(2).transpose(1, 2)
-
         mask_decoder = self.decoder.mask_decoder
-        ignored = (point_labels == float(contract.Label.IGNORED)).to(sparse.dtype)
-        output_slots = torch.zeros_like(ignored[:, :1]).expand(-1, OUTPUT_TOKENS)
-        token_mask = (torch.cat([output_slots, ignored], dim=1) * IGNORED_SLOT_LOGIT)[:, None, None, :]
 
         if self.dtype != torch.float32:
             src, sparse = src.to(self.dtype), sparse.to(self.dtype)

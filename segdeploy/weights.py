@@ -81,9 +81,10 @@ def decoder_state(state: Mapping[str, torch.Tensor], path: Path) -> dict[str, to
     return kept
 
 
-def check_fits(model: SamDecoder, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Raise a one-line error naming the first keys or shapes that don't fit the decoder."""
-    expected = model.state_dict()
+def check_fits(model: SamDecoder | Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise a one-line error naming the first keys or shapes that don't fit the decoder (or the
+    state dict given in its place, e.g. under the key names the file uses)."""
+    expected = model if isinstance(model, Mapping) else model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [

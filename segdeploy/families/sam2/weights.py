@@ -90,6 +90,9 @@ def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) ->
         sample = ", ".join(sorted(raw)[:3]) or "no keys"
         raise BadInputError(f"{checkpoint} has no sam_prompt_encoder.*/sam_mask_decoder.* weights (found {sample})")
     model = Sam2Decoder(VARIANTS[variant])
+    official = {key: value for key, value in raw.items() if key.startswith(tuple(OFFICIAL_PREFIXES))}
+    if official:  # an official layout: errors name the keys as the file spells them
+        check_fits(to_official(model.state_dict()), official, checkpoint)
     check_fits(model, state, checkpoint)
     model.load_state_dict(state, strict=True)
     return model.eval(), WeightsInfo(variant=variant, sha256=file_sha256(checkpoint), path=str(checkpoint))

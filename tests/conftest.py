@@ -134,3 +134,23 @@ def sam2_all(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("sam2-all") / "sam2_all.onnx"
     return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=path, mask_output=MaskOutput.ALL))
+
+
+@pytest.fixture(scope="session")
+def sam2_package(sam2_all, tmp_path_factory):
+    """sam2_all compiled by AOTInductor for the CPU at small ranges (about 45 s on 2 cores)."""
+    from typer.testing import CliRunner
+
+    from segdeploy.aoti.builder import require_toolchain
+    from segdeploy.cli import app
+    from segdeploy.errors import MissingDependencyError
+
+    try:
+        require_toolchain("cpu")
+    except MissingDependencyError as error:
+        pytest.skip(str(error))
+    out = tmp_path_factory.mktemp("sam2-aoti") / "sam2_all.pt2"
+    args = ["build-engine", "--runtime", "aoti", "--onnx", str(sam2_all.path), "--out", str(out), "--prompts", "1:2:8", "--points", "1:3:8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out

@@ -272,3 +272,73 @@ def test_build_aoti_needs_the_checkpoint_a_graph_came_from(exported, tmp_path):
     result = runner.invoke(app, [*args, "--checkpoint", str(wrong)])
     assert result.exit_code == 2 and "is not the checkpoint" in result.output
     assert not (tmp_path / "x.pt2").exists()
+
+
+# --- SAM 2 packages (sam2_package: conftest, sam2_all compiled once per session) ---
+
+
+def test_sam2_package_records_its_family_and_passes_verify(sam2_package, sam2_all, tmp_path, fresh_seed):
+    from segdeploy.aoti.sidecar import read_sidecar
+
+    sidecar = read_sidecar(sam2_package)
+    assert sidecar.family == "sam2" and sidecar.variant == "sam2.1_hiera_tiny" and sidecar.layout.family == "sam2"
+    names = [io["name"] for io in sidecar.io]
+    assert names[:3] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1"] and names[-1] == "object_score_logits"
+    report = tmp_path / "verify.json"
+    result = runner.invoke(app, ["verify", "--engine", str(sam2_package), "--cases", "5", "--seed", str(fresh_seed), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["candidate"] == "aoti" and data["passed"] and len(data["cases"]) == 5
+    assert {o["name"] for o in data["cases"][0]["outputs"]} >= {"masks", "object_score_logits"}
+    assert data["cases"][4]["ragged"]["passed"]  # 7 ragged mixed prompts, batched against alone
+
+
+def test_sam2_package_with_an_unknown_family_is_refused(sam2_package, tmp_path):
+    copy = copy_package(sam2_package, tmp_path, family="sam3")
+    result = runner.invoke(app, ["verify", "--engine", str(copy), "--cases", "1"])
+    assert result.exit_code == 2 and "'sam3'" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_cpp_example_runs_a_sam2_package(sam2_package, cpp_example, tmp_path):
+    """The same C++ program runs a SAM 2 package: it takes the package's inputs by name (three
+    per-image maps) and writes four outputs, equal to the Python runner's."""
+    from segdeploy.aoti.tensorfile import read_tensors
+    from segdeploy.runners.aoti_runner import AotiRunner
+
+    script = ROOT / "examples/cpp/prompts.py"
+    inputs, outputs = tmp_path / "prompts.bin", tmp_path / "outputs.bin"
+    subprocess.run([sys.executable, str(script), "write", str(sam2_package), str(inputs), "--case", "4", "--seed", "5"], check=True, capture_output=True)
+    ran = subprocess.run([str(cpp_example), str(sam2_package), str(inputs), str(outputs)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    got = read_tensors(outputs)
+    with AotiRunner.from_package(sam2_package) as aoti:
+        expected = aoti.infer(read_tensors(inputs))
+    assert list(got) == ["masks", "iou_predictions", "low_res_masks", "object_score_logits"]
+    assert got["masks"].shape == (7, 4, 480, 640)
+    for name, value in expected.items():
+        assert got[name].shape == value.shape and np.abs(got[name] - value).max() <= 1e-4, name
+
+
+def test_sam2_program_equals_eager_and_leaves_eager_working(sam2_exported, tmp_path, rng):
+    """torch.export of the SAM 2 matmul form (the package's first step) equals the eager graph, and
+    eager still runs after it: a tensor cached during the trace would be a fake one (a bug once)."""
+    import torch
+
+    from segdeploy.aoti.builder import export_program, plan_package
+    from segdeploy.families import get_family
+    from segdeploy.families.sam2.model import _block_order_rows
+    from segdeploy.runners.torch_runner import TorchRunner
+    from segdeploy.tensorrt.profiles import Range
+
+    _block_order_rows.cache_clear()  # the trace is the first to ask for them
+    options = plan_package(sam2_exported.path, tmp_path / "s.pt2", prompts=Range(1, 4, 16), points=Range(1, 3, 16))
+    program, layout, form, _ = export_program(options)
+    family = get_family("sam2")
+    case = family.draw_cases(rng, 5, layout)[-1]  # 7 ragged mixed prompts at 480x640
+    with torch.no_grad():
+        traced = program.module()(*(torch.from_numpy(case.feeds[s.name]) for s in layout.inputs()))
+    with TorchRunner(family.load_decoder("sam2.1_hiera_tiny", None, 0)[0], layout.mask_output, True, form=form, family="sam2") as eager:
+        expected = eager.infer(case.feeds)
+    for name, value in zip(layout.output_names(), traced):
+        limit = 1e-3 if name == "masks" else 1e-4  # separable resize: the same function, other rounding
+        assert np.abs(value.numpy() - expected[name]).max() < limit, name

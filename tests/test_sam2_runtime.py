@@ -59,14 +59,17 @@ def assert_same(got, want) -> None:
     assert np.abs(low - want_low).max() <= 1e-3 and np.abs(low).max() <= 32.0
 
 
-@pytest.mark.parametrize("graph", ["single-image", "multi-image"])
-def test_predict_matches_sam2_image_predictor(graph, sam2_all, sam2_multi, predictor, rng):
-    """predict (single-image graph, masks resized in the graph; or one call of predict_batch on the
-    multi-image graph, resized on the host) equals SAM2ImagePredictor.predict prompt by prompt; the
-    single mask is the predictor's stability-based choice among the four tokens."""
+@pytest.mark.parametrize("graph", ["single-image", "multi-image", "aoti-package"])
+def test_predict_matches_sam2_image_predictor(graph, sam2_all, sam2_multi, predictor, rng, request):
+    """predict (single-image graph, masks resized in the graph, on onnxruntime or as sam2_all's
+    AOTInductor package; or one call of predict_batch on the multi-image graph, resized on the host)
+    equals SAM2ImagePredictor.predict prompt by prompt; the single mask is the predictor's
+    stability-based choice among the four tokens."""
     if graph == "multi-image":  # other weights (sam2_hiera_small): its own oracle
         oracle = sam2_predictor(load_decoder("sam2_hiera_small", seed=0)[0])
         decoder = Decoder.load(sam2_multi.path)
+    elif graph == "aoti-package":
+        oracle, decoder = predictor, Decoder.load(request.getfixturevalue("sam2_package"))
     else:
         oracle, decoder = predictor, Decoder.load(sam2_all.path)
     with decoder:

@@ -4,7 +4,7 @@
     build/cpp/segdeploy_aoti PACKAGE.pt2 prompts.bin outputs.bin
     python examples/cpp/prompts.py check PACKAGE.pt2 prompts.bin outputs.bin [--atol 1e-4]
 
-`write` draws one row of verify's case matrix (a batch of prompts of the package's flavor) and
+`write` draws one row of verify's case matrix (a batch of prompts of the package's family and flavor) and
 writes it as a tensor file (segdeploy/aoti/tensorfile.py); `check` runs the same package through
 segdeploy's AotiRunner on those inputs and prints the largest difference per output (exit 1 when
 one exceeds --atol).
@@ -20,19 +20,17 @@ import numpy as np
 
 from segdeploy.aoti.sidecar import read_sidecar
 from segdeploy.aoti.tensorfile import read_tensors, write_tensors
-from segdeploy.cases import MATRIX, MULTI_IMAGE_MATRIX, draw_case
 from segdeploy.errors import SegdeployError
+from segdeploy.families import get_family
 from segdeploy.runners.aoti_runner import AotiRunner
 
 
 def write(package: Path, out: Path, case: int, seed: int) -> None:
     layout = read_sidecar(package).layout
-    matrix = MULTI_IMAGE_MATRIX if layout.multi_image else MATRIX
-    spec = matrix[case % len(matrix)]
-    drawn = draw_case(spec, np.random.default_rng(seed), layout.postprocess, layout.multi_image)
+    drawn = get_family(layout.family).draw_cases(np.random.default_rng(seed), case + 1, layout)[-1]
     write_tensors(out, drawn.feeds)
     shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in drawn.feeds.items())
-    print(f"wrote {out}: {spec.name!r}: {shapes}")
+    print(f"wrote {out}: {drawn.spec.name!r}: {shapes}")
 
 
 def check(package: Path, inputs: Path, outputs: Path, atol: float) -> bool:

@@ -66,8 +66,8 @@ def plan_package(
         raise BadInputError(f"--device takes {' or '.join(DEVICES)}, got {device!r}")
     metadata = read_metadata(load_graph(onnx))
     layout, graph_precision = graph_layout(metadata, Path(onnx))
-    if layout.official or metadata.get("family", "sam1") != "sam1":
-        raise BadInputError(f"{onnx}: AOTInductor packages are built from SAM 1 graphs with segdeploy's signature so far")
+    if layout.official:
+        raise BadInputError(f"{onnx} has segment-anything's official signature; AOTInductor packages are built from graphs with segdeploy's signature (export without --signature official)")
     precision = requested or Precision(graph_precision)
     if device == "cpu" and precision is not Precision.FP32:
         raise BadInputError(f"{precision.value} packages are for --device cuda; on the CPU build at --fp32 (the CPU has no fast {precision.value} matrix work)")
@@ -103,21 +103,26 @@ def _trace_size(r: Range) -> int:
 
 
 def example_inputs(options: AotiOptions, layout: contract.GraphLayout) -> tuple:
-    """Inputs to trace with, on the package's device (orig_im_size, a size, stays on the host)."""
+    """Inputs to trace with, shaped by the family's contract at trace sizes, on the package's device
+    (orig_im_size, a size, stays on the host). Values do not matter except the sizes and indices."""
     import torch
 
     b, n, i = (_trace_size(r) for r in (options.prompts, options.points, options.images))
-    feeds = {
-        contract.IMAGE_EMBEDDINGS.name: torch.zeros((i if layout.multi_image else 1, *contract.IMAGE_EMBEDDINGS.dims[1:])),
-        contract.IMAGE_INDEX.name: torch.arange(b, dtype=torch.int64) % i,
-        contract.POINT_COORDS.name: torch.zeros(b, n, 2),
-        contract.POINT_LABELS.name: torch.ones(b, n),
-        contract.MASK_INPUT.name: torch.zeros(b, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
-        contract.HAS_MASK_INPUT.name: torch.zeros(b),
-        contract.ORIG_IM_SIZE.name: torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64),
-    }
-    host = contract.ORIG_IM_SIZE.name
-    return tuple(feeds[s.name] if s.name == host else feeds[s.name].to(options.device) for s in layout.inputs())
+    sizes = {contract.DimName.PROMPTS.value: b, contract.DimName.POINTS.value: n, contract.DimName.IMAGES.value: i}
+    feeds = []
+    for spec in layout.inputs():
+        shape = tuple(sizes[dim] if isinstance(dim, str) else dim for dim in spec.dims)
+        if spec.name == contract.ORIG_IM_SIZE.name:
+            feeds.append(torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64))
+            continue
+        if spec.name == contract.IMAGE_INDEX.name:
+            tensor = torch.arange(b, dtype=torch.int64) % i
+        elif spec.name == contract.POINT_LABELS.name:
+            tensor = torch.ones(shape)
+        else:
+            tensor = torch.zeros(shape)
+        feeds.append(tensor.to(options.device))
+    return tuple(feeds)
 
 
 def dynamic_shapes(options: AotiOptions, layout: contract.GraphLayout) -> tuple:
@@ -140,6 +145,7 @@ def package_metadata(options: AotiOptions, layout: contract.GraphLayout) -> dict
         "segdeploy.device": options.device,
         "segdeploy.precision": options.precision.value,
         "segdeploy.host_inputs": contract.ORIG_IM_SIZE.name if layout.postprocess else "",
+        "segdeploy.family": layout.family,
     }
 
 
@@ -159,7 +165,7 @@ def export_program(options: AotiOptions, progress: Progress | None = None):
     """(torch.export program, layout, form, graph metadata) of the decoder a package will hold."""
     import torch
 
-    from segdeploy.aoti.graph import compiled_graph
+    from segdeploy.families import get_family
     from segdeploy.provenance import graph_layout, resolve_weights
 
     say = progress or (lambda _msg: None)
@@ -168,7 +174,7 @@ def export_program(options: AotiOptions, progress: Progress | None = None):
     say("loading weights")
     decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
     form = GraphForm(AttentionForm(metadata.get("attention", "plain")), UpscaleForm(metadata.get("upscale", "convtranspose")), options.precision)
-    module = compiled_graph(decoder, layout, form).eval().to(options.device)
+    module = get_family(layout.family).compiled_graph(decoder, layout, form).eval().to(options.device)
     say("exporting with torch.export")
     with torch.no_grad():
         program = torch.export.export(module, example_inputs(options, layout), dynamic_shapes=dynamic_shapes(options, layout), strict=False)
@@ -236,4 +242,5 @@ def describe_package(
         onnx_sha256=file_sha256(options.onnx),
         package_sha256=file_sha256(options.out),
         build_seconds=round(seconds, 1),
+        family=layout.family,
     )

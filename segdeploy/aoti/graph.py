@@ -56,6 +56,13 @@ def upscale_masks_compiled(low_res_masks: torch.Tensor, orig_im_size: torch.Tens
     return _resize_axis(masks, -1, orig_im_size[1].item(), orig_im_size[1].item())
 
 
+def resize_straight_compiled(low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(masks, size=orig_im_size, mode="bilinear")`` (SAM 2's straight resize), written
+    to compile: along H, then along W."""
+    height, width = orig_im_size[0].item(), orig_im_size[1].item()
+    return _resize_axis(_resize_axis(low_res_masks, -2, height, height), -1, width, width)
+
+
 class PostprocessedDecoderGraph(nn.Module):
     """The single-image graph with postprocessing: DecoderGraph without it, then
     ``upscale_masks_compiled``."""

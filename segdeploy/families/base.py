@@ -43,6 +43,11 @@ class Family(ABC):
         eager reference runs."""
 
     @abstractmethod
+    def compiled_graph(self, decoder: Any, layout: GraphLayout, form: GraphForm) -> Any:
+        """``decoder_graph`` as AOTInductor compiles it: the same function, with the in-graph
+        postprocessing's data-dependent sizes (from ``orig_im_size``) written to compile."""
+
+    @abstractmethod
     def example_inputs(self, layout: GraphLayout) -> tuple:
         """Torch tensors to trace with (values do not matter; dynamic dims must not be 1)."""
 

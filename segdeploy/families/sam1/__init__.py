@@ -46,6 +46,11 @@ class Sam1Family(Family):
 
         return decoder_graph(decoder, layout, form)
 
+    def compiled_graph(self, decoder, layout, form):
+        from segdeploy.aoti.graph import compiled_graph
+
+        return compiled_graph(decoder, layout, form)
+
     def example_inputs(self, layout):
         from segdeploy.export import example_inputs
 

@@ -42,6 +42,11 @@ class Sam2Family(Family):
 
         return decoder_graph(decoder, layout, form)
 
+    def compiled_graph(self, decoder, layout, form):
+        from segdeploy.families.sam2.graph import compiled_graph
+
+        return compiled_graph(decoder, layout, form)
+
     def example_inputs(self, layout, prompts: int = 2, points: int = 3):
         import torch
 

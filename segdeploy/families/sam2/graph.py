@@ -126,3 +126,37 @@ def decoder_graph(decoder: Sam2Decoder, layout: contract.GraphLayout, form: Grap
     if layout.multi_image:
         return Sam2MultiImageGraph(decoder, layout.mask_output, form)
     return Sam2DecoderGraph(decoder, layout.mask_output, layout.postprocess, form)
+
+
+class CompiledSam2Graph(torch.nn.Module):
+    """The single-image graph with postprocessing as AOTInductor compiles it: Sam2DecoderGraph without
+    postprocessing, then the straight resize written to compile (segdeploy.aoti.graph)."""
+
+    def __init__(self, decoder: Sam2Decoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
+        super().__init__()
+        self.decoder_graph = Sam2DecoderGraph(decoder, mask_output, postprocess=False, form=form)  # not `graph`: GraphModule owns that name
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        from segdeploy.aoti.graph import resize_straight_compiled
+
+        iou_predictions, low_res_masks, object_scores = self.decoder_graph(
+            image_embeddings, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input,
+        )
+        return resize_straight_compiled(low_res_masks, orig_im_size), iou_predictions, low_res_masks, object_scores
+
+
+def compiled_graph(decoder: Sam2Decoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> torch.nn.Module:
+    """The module AOTInductor compiles for ``layout``: ``decoder_graph`` where nothing is data-dependent."""
+    if layout.postprocess:
+        return CompiledSam2Graph(decoder, layout.mask_output, form)
+    return decoder_graph(decoder, layout, form)

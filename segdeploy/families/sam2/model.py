@@ -130,21 +130,23 @@ def high_res_channels_last(feat_s0: torch.Tensor, feat_s1: torch.Tensor) -> tupl
     C-wide rows: a single permutation straight from NCHW moves single floats and costs ~10x more on
     onnxruntime's CPU provider."""
     h, w = int(feat_s1.shape[-2]) // 2, int(feat_s1.shape[-1]) // 2  # fixed by the contract (64x64 grid)
-    s0_rows, s1_rows = _block_order_rows(h, w)
+    # tensors made per call from the cached arrays: a cached tensor first made inside torch.export's
+    # trace would be a fake one, and every later eager call would get it
+    s0_rows, s1_rows = (torch.from_numpy(rows) for rows in _block_order_rows(h, w))
     s0 = torch.index_select(feat_s0.flatten(2).transpose(1, 2), 1, s0_rows.to(feat_s0.device))
     s1 = torch.index_select(feat_s1.flatten(2).transpose(1, 2), 1, s1_rows.to(feat_s1.device))
     return s0, s1
 
 
 @functools.cache
-def _block_order_rows(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raster indices of the block-ordered rows of the x4 (feat_s0) and x2 (feat_s1) maps; computed
-    with numpy, so a trace records them as two constants."""
+def _block_order_rows(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raster indices (int64) of the block-ordered rows of the x4 (feat_s0) and x2
+    (feat_s1) maps; computed with numpy, so a trace records them as two constants."""
     i, j, dj1, di1, di2, dj2 = np.meshgrid(*(np.arange(n) for n in (h, w, 2, 2, 2, 2)), indexing="ij")
     s0 = ((4 * i + 2 * di1 + di2) * (4 * w) + 4 * j + 2 * dj1 + dj2).reshape(-1)
     i, j, dj, di = np.meshgrid(*(np.arange(n) for n in (h, w, 2, 2)), indexing="ij")
     s1 = ((2 * i + di) * (2 * w) + 2 * j + dj).reshape(-1)
-    return torch.from_numpy(s0.astype(np.int64)), torch.from_numpy(s1.astype(np.int64))
+    return s0.astype(np.int64), s1.astype(np.int64)
 
 
 class Sam2Decoder(nn.Module):

@@ -342,3 +342,20 @@ def test_sam2_program_equals_eager_and_leaves_eager_working(sam2_exported, tmp_p
     for name, value in zip(layout.output_names(), traced):
         limit = 1e-3 if name == "masks" else 1e-4  # separable resize: the same function, other rounding
         assert np.abs(value.numpy() - expected[name]).max() < limit, name
+
+
+def test_triton_repo_carries_a_package_and_its_sidecar(sam2_package, tmp_path, rng):
+    """triton-repo --backend python on a .pt2: the package and its sidecar go into the repository,
+    and the copy loads there (Decoder.load checks it against the sidecar) with the same results."""
+    from segdeploy import Decoder
+    from segdeploy.aoti.sidecar import read_sidecar
+    from segdeploy.families import get_family
+
+    result = runner.invoke(app, ["triton-repo", str(sam2_package), "--backend", "python", "--out", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "repo/sam_decoder/1" / sam2_package.name
+    assert copy.is_file() and copy.with_suffix(".json").is_file()
+    case = get_family("sam2").draw_cases(rng, 1, read_sidecar(sam2_package).layout)[0]
+    with Decoder.load(sam2_package) as original, Decoder.load(copy) as copied:
+        want, got = original.runner.infer(case.feeds), copied.runner.infer(case.feeds)
+    assert all(np.array_equal(got[name], want[name]) for name in want)

@@ -42,10 +42,14 @@ class RepoReport:
 
 
 def _layout_of(source: Path):
-    """The graph's (or the plan's ONNX source's) layout."""
+    """The graph's (or the plan's ONNX source's, or the AOTInductor package's) layout."""
     from segdeploy.graph_io import load_graph, read_metadata
     from segdeploy.provenance import graph_layout
 
+    if source.suffix == ".pt2":
+        from segdeploy.aoti.sidecar import read_sidecar
+
+        return read_sidecar(source).layout
     if source.suffix == ".plan":
         from segdeploy.tensorrt.sidecar import read_sidecar
 
@@ -76,12 +80,15 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
     if options.backend == "python":
         copied = version / source.name
         shutil.copy2(source, copied)
+        sidecar = source.with_suffix(".json")
+        if source.suffix in (".plan", ".pt2"):  # Decoder.load checks an engine against its sidecar
+            shutil.copy2(sidecar, copied.with_suffix(".json"))
         serve = ServeOptions(source=Path(source.name), threads=options.threads, max_batch_size=options.max_batch_size,
                              max_queue_delay_us=options.max_queue_delay_us, instances=options.instances)
         write_repository(Path(options.out), serve, python_paths=None, kind=options.kind)
         config = model / "config.pbtxt"
         notes.append("the server's Python needs segdeploy installed (pip install segdeploy) for the Python-backend model")
-        files = [config, version / "model.py", copied]
+        files = [config, version / "model.py", copied, *([copied.with_suffix(".json")] if copied.with_suffix(".json").exists() else [])]
     else:
         target = version / ("model.onnx" if options.backend == "onnxruntime" else "model.plan")
         shutil.copy2(source, target)

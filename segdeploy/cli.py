@@ -115,7 +115,7 @@ def export(
     postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
     target: Annotated[Target, typer.Option(help="Runtime the graph form is chosen for (see --attention/--upscale).")] = Target.ONNXRUNTIME,
     attention: Annotated[Optional[AttentionForm], typer.Option(help="Attention form; default: the target's (onnxruntime: fewtoken, tensorrt: plain). onnx: the Attention operator, needs --opset 23.")] = None,
-    upscale: Annotated[Optional[UpscaleForm], typer.Option(help="Upscaling form; default: the target's (onnxruntime: matmul, tensorrt: convtranspose).")] = None,
+    upscale: Annotated[Optional[UpscaleForm], typer.Option(help="Upscaling form; default: the target's (onnxruntime: matmul, tensorrt: convtranspose; matmul at bf16, since ONNX ConvTranspose takes bf16 only from opset 22). convtranspose at bf16 needs --attention onnx --opset 23.")] = None,
     precision: Annotated[Precision, typer.Option(help="Typed graph: matrix work in this type, LayerNorm/softmax in fp32, I/O float32.")] = Precision.FP32,
     signature: Annotated[Signature, typer.Option(help="segdeploy: this contract (prompt batches); official: segment-anything's SamOnnxModel inputs and outputs (float orig_im_size, one prompt per call), a drop-in for its clients.")] = Signature.SEGDEPLOY,
     multi_image: Annotated[bool, typer.Option("--multi-image", help="The multi-image flavor: image_embeddings [I,256,64,64] plus a per-prompt image_index; masks are resized on the host.")] = False,
@@ -136,7 +136,7 @@ def export(
     typer.echo(f"weights: {result.weights.description}")
     if result.weights.seed is not None:
         typer.echo("note: no checkpoint given, so the graph holds seeded random weights (recorded in its metadata)")
-    typer.echo(f"form: {result.form}")
+    typer.echo(f"form: {result.form}" + (f" ({result.form_note})" if result.form_note else ""))
     typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {result.opset}, {result.node_count} nodes) in {result.seconds:.1f}s")
     if report:
         write_json(report, result.to_dict())

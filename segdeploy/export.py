@@ -22,6 +22,8 @@ from segdeploy.forms import (
     Precision,
     Target,
     UpscaleForm,
+    default_upscale,
+    upscale_unsupported,
 )
 from segdeploy.graph_io import set_metadata, write_atomically
 from segdeploy.graph_passes import optimize_graph
@@ -76,8 +78,17 @@ class ExportOptions:
 
     @property
     def form(self) -> GraphForm:
-        attention, upscale = DEFAULT_FORMS[self.target]
-        return GraphForm(self.attention or attention, self.upscale or upscale, self.precision)
+        upscale = self.upscale or default_upscale(self.target, self.precision, self.opset)
+        return GraphForm(self.attention or DEFAULT_FORMS[self.target][0], upscale, self.precision)
+
+    @property
+    def form_note(self) -> str:
+        """Why the form differs from the target's default one; empty when it does not."""
+        target_upscale = DEFAULT_FORMS[self.target][1]
+        why = upscale_unsupported(target_upscale, self.precision, self.opset)
+        if self.upscale is None and why:
+            return f"upscale {self.form.upscale.value} instead of the {self.target.value} target's {target_upscale.value}: {why}"
+        return ""
 
     def default_path(self) -> Path:
         layout = self.layout
@@ -100,6 +111,7 @@ class ExportReport:
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
     form: str = ""
+    form_note: str = ""  # why the form is not the target's default, if it is not
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -118,6 +130,16 @@ def validate_opset(opset: int, attention: AttentionForm) -> None:
             raise BadInputError(f"--attention onnx needs the Attention operator: use --opset {ATTENTION_OPSET}..{newest}")
     elif opset > MAX_TRACE_OPSET:
         raise BadInputError(f"opset {opset} is newer than the exporter writes; use {contract.MIN_OPSET}..{MAX_TRACE_OPSET} (or --attention onnx at {ATTENTION_OPSET})")
+
+
+def validate_form(form: GraphForm, opset: int) -> None:
+    """Refuse a form that cannot be written at ``opset`` (checked before tracing, not by shape inference)."""
+    why = upscale_unsupported(form.upscale, form.precision, opset)
+    if why:
+        raise BadInputError(
+            f"--upscale {form.upscale.value} cannot be {form.precision.value}: {why}; use --upscale {UpscaleForm.MATMUL.value} "
+            f"(the same function as MatMuls, the {form.precision.value} default) or --attention onnx --opset {ATTENTION_OPSET}"
+        )
 
 
 def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, str]:
@@ -223,6 +245,7 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     say = progress or (lambda _msg: None)
     form = options.form
     validate_opset(options.opset, form.attention)
+    validate_form(form, options.opset)
     layout = options.layout
     family = get_family(layout.family)
     started = time.perf_counter()
@@ -258,4 +281,5 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
         seconds=time.perf_counter() - started,
         metadata=metadata,
         form=options.form.describe(),
+        form_note=options.form_note,
     )

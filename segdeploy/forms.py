@@ -48,3 +48,20 @@ DEFAULT_FORMS: dict[Target, tuple[AttentionForm, UpscaleForm]] = {
     Target.ONNXRUNTIME: (AttentionForm.FEWTOKEN, UpscaleForm.MATMUL),
     Target.TENSORRT: (AttentionForm.PLAIN, UpscaleForm.CONVTRANSPOSE),
 }
+
+# ONNX ConvTranspose (like Conv) takes bfloat16 from opset 22 on; the tracer writes opsets up to 20,
+# so a bf16 graph upscales with the MatMul form (the same function) unless written at opset 23.
+CONVTRANSPOSE_BF16_OPSET = 22
+
+
+def upscale_unsupported(upscale: UpscaleForm, precision: Precision, opset: int) -> str:
+    """Why ``upscale`` cannot be written at ``precision`` and ``opset``; empty when it can."""
+    if upscale is UpscaleForm.CONVTRANSPOSE and precision is Precision.BF16 and opset < CONVTRANSPOSE_BF16_OPSET:
+        return f"ONNX ConvTranspose takes bfloat16 only from opset {CONVTRANSPOSE_BF16_OPSET} (this export: opset {opset})"
+    return ""
+
+
+def default_upscale(target: Target, precision: Precision, opset: int) -> UpscaleForm:
+    """The target's upscaling form, or the MatMul form where the target's cannot be typed at ``precision``."""
+    upscale = DEFAULT_FORMS[target][1]
+    return UpscaleForm.MATMUL if upscale_unsupported(upscale, precision, opset) else upscale

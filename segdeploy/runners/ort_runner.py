@@ -50,6 +50,7 @@ class OrtRunner(Runner):
             if "NOT_IMPLEMENTED" in message:
                 raise MissingDependencyError(
                     f"onnxruntime ({', '.join(self.providers)}) cannot run {self.path.name}: {message.split(':', 2)[-1].strip()}"
+                    + bf16_hint(self.path)
                 ) from None
             raise
 
@@ -59,3 +60,19 @@ class OrtRunner(Runner):
     def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         outputs = self.session.run(self.output_names, feeds)
         return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+
+
+def bf16_hint(path: Path) -> str:
+    """What to do instead, when the graph onnxruntime could not run holds bfloat16 weights; else empty."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # the hint is a courtesy: the error it rides on stands without it
+        return ""
+    if not any(t.data_type == onnx.TensorProto.BFLOAT16 for t in model.graph.initializer):
+        return ""
+    return (
+        f" (a bf16 graph, and this onnxruntime has no bf16 kernels for it: build and verify its TensorRT engine on a GPU,"
+        f" `segdeploy build-engine --onnx {path}` then `segdeploy verify --engine <plan>`, or export --precision fp16 to run it here)"
+    )

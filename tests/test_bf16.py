@@ -1,0 +1,123 @@
+"""bf16 graphs: the tensorrt target exports them for both families (MatMul upscaling, since ONNX
+ConvTranspose takes bfloat16 only from opset 22), an explicit ConvTranspose at bf16 is refused in one
+line, and the exported graph itself, run by ONNX's reference evaluator (onnxruntime's CPU provider has
+no bf16 kernels), is within the bf16 tolerance of fp32 eager and clearly coarser than fp16."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from segdeploy.cli import app
+from segdeploy.contract import TOLERANCES, MaskOutput
+from segdeploy.export import ExportOptions
+from segdeploy.families import get_family
+from segdeploy.forms import AttentionForm, GraphForm, Precision, Target, UpscaleForm
+from segdeploy.graph_io import read_metadata
+from segdeploy.runners.reference_runner import ReferenceRunner
+from segdeploy.runners.torch_runner import TorchRunner
+from segdeploy.verify import VerifyOptions, render_report, verify_graph
+
+VARIANTS = {"sam1": "sam_vit_b", "sam2": "sam2.1_hiera_tiny"}
+runner = CliRunner()
+
+
+def invoke_in(folder: Path, *args: str):
+    """The CLI with ``folder`` as the working directory (the bug showed in an empty folder)."""
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        return runner.invoke(app, list(args))
+    finally:
+        os.chdir(before)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def bf16_export(request, tmp_path_factory):
+    """`segdeploy export --precision bf16 --target tensorrt --out x.onnx` in an empty folder."""
+    folder = tmp_path_factory.mktemp(f"bf16_{request.param}")
+    result = invoke_in(folder, "export", "--variant", VARIANTS[request.param], "--precision", "bf16", "--target", "tensorrt", "--out", "x.onnx")
+    return request.param, folder, result
+
+
+def test_bf16_tensorrt_export_is_typed_with_matmul_upscaling(bf16_export):
+    family, folder, result = bf16_export
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["x.onnx"]
+    form_line = next(line for line in result.output.splitlines() if line.startswith("form: "))
+    assert "upscale=matmul, precision=bf16" in form_line and "opset 22" in form_line, form_line
+    model = onnx.load(str(folder / "x.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    metadata = read_metadata(model)
+    assert (metadata["precision"], metadata["upscale"], metadata["attention"], metadata.get("family", "sam1")) == ("bf16", "matmul", "plain", family)
+    assert not [n for n in model.graph.node if n.op_type in ("ConvTranspose", "Conv") and "/mask_decoder/" in n.name]
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    bf16, fp32 = onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT
+    matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and "/mask_decoder/" in n.name]
+    assert matmuls and sum(types.get(n.input[0]) == bf16 for n in matmuls) >= 0.9 * len(matmuls)
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types[node.input[0]] == fp32, node.name  # the stated policy: these stay fp32
+    assert {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]} <= {fp32, onnx.TensorProto.INT64}
+
+
+@pytest.mark.parametrize("family", sorted(VARIANTS))
+def test_bf16_convtranspose_is_refused_in_one_line(family, tmp_path):
+    result = invoke_in(tmp_path, "export", "--variant", VARIANTS[family], "--precision", "bf16", "--upscale", "convtranspose", "--out", "c.onnx")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
+    assert "opset 22" in lines[0] and "--upscale matmul" in lines[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_bf16_default_upscale_follows_the_opset():
+    def form(**kw):
+        return ExportOptions(target=Target.TENSORRT, **kw).form
+
+    assert form(precision=Precision.BF16).upscale is UpscaleForm.MATMUL
+    assert form(precision=Precision.FP16).upscale is UpscaleForm.CONVTRANSPOSE  # fp16 ConvTranspose is valid at every opset
+    assert form().upscale is UpscaleForm.CONVTRANSPOSE
+    # at opset 23 (the Attention operator's) ConvTranspose takes bf16, so the target's form stays
+    assert form(precision=Precision.BF16, attention=AttentionForm.ONNX, opset=23).upscale is UpscaleForm.CONVTRANSPOSE
+    assert ExportOptions(target=Target.TENSORRT, precision=Precision.BF16, attention=AttentionForm.ONNX, opset=23).form_note == ""
+
+
+def test_bf16_graph_numerics_against_fp32(bf16_export, fresh_seed):
+    """The bf16 graph on the first two rows of the family's verify matrix against fp32 eager: logits,
+    IoU predictions (and SAM 2's object score) within the bf16 tolerance and low-res masks above its
+    worst mask IoU (a cast to bf16 in the wrong place, e.g. a softmax, breaks these); and a mean logit
+    error several times fp16's on the same draws (a dropped cast, or fp16 for bf16, falls under it).
+    The full-size masks' IoU thresholds are not asserted: bf16 misses them on some SAM 1 draws (README)."""
+    family, folder, result = bf16_export
+    assert result.exit_code == 0, result.output
+    graph = folder / "x.onnx"
+    options = ExportOptions(variant=VARIANTS[family], target=Target.TENSORRT, precision=Precision.BF16)
+    layout = options.layout
+    report = verify_graph(VerifyOptions(onnx=graph, cases=2, seed=fresh_seed), candidate=ReferenceRunner(graph, layout.inputs(), layout.output_names()))
+    assert report.precision == "bf16" and report.candidate == "onnx-reference" and len(report.cases) == 2
+    tolerance = TOLERANCES["bf16"]
+    for case in report.cases:
+        outputs = {o.name: o for o in case.outputs}
+        assert set(outputs) == set(layout.output_names())
+        low_res, masks = outputs["low_res_masks"], outputs["masks"]
+        assert low_res.max_abs <= tolerance.logit_abs and low_res.mask_iou_worst >= tolerance.mask_iou_worst, render_report(report)
+        assert masks.max_abs <= tolerance.logit_abs or masks.rel <= tolerance.resized_logit_rel, render_report(report)
+        for name in ("iou_predictions", "object_score_logits"):
+            assert name not in outputs or outputs[name].passed, render_report(report)
+
+    decoder, _ = get_family(family).load_decoder(options.variant, None, 0)  # the graph's weights: seed 0
+    fp16 = TorchRunner(decoder, MaskOutput.MULTI, True, form=GraphForm(AttentionForm.PLAIN, UpscaleForm.MATMUL, Precision.FP16), family=family)
+    fp16_report = verify_graph(VerifyOptions(onnx=graph, cases=2, seed=fresh_seed), candidate=fp16)
+
+    def mean_logit_error(verified):
+        return max(o.mean_abs for c in verified.cases for o in c.outputs if o.name == "low_res_masks")
+
+    # bf16 keeps 8 significand bits to fp16's 11: about 8x the rounding error (measured 7.8-9.7x)
+    assert mean_logit_error(report) > 3 * mean_logit_error(fp16_report), (mean_logit_error(report), mean_logit_error(fp16_report))

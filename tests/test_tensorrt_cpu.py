@@ -294,3 +294,26 @@ def test_inspect_needs_tensorrt(tmp_path):
     plan.with_suffix(".json").write_text(sidecar().to_json())
     result = runner.invoke(app, ["inspect", str(plan)])
     assert result.exit_code == 2 and "not installed" in result.output
+
+
+@pytest.mark.parametrize("export_args,expected", [
+    (["--signature", "official", "--mask-output", "best"], ["--mask-output", "all"]),
+    (["--variant", "sam2.1_hiera_tiny", "--multi-image"], ["--variant", "sam2.1_hiera_tiny", "--multi-image"]),
+])
+def test_reexport_command_keeps_signature_and_family(export_args, expected, tmp_path, monkeypatch):
+    """The export command build-engine prints for a graph in the onnxruntime form keeps the variant
+    (a SAM 2 one too) and flavor; for the official signature, whose float32 orig_im_size TensorRT
+    cannot take, it gives segdeploy's signature with all four masks and says so. Running it works."""
+    monkeypatch.chdir(tmp_path)
+    first = runner.invoke(app, ["export", *export_args, "--out", "graph.onnx"])
+    assert first.exit_code == 0, first.output
+    result = runner.invoke(app, ["build-engine", "--onnx", "graph.onnx", "--bf16", "--print-trtexec"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    export_cmd, build_cmd = _backticked(result.output)
+    assert export_cmd[:7] == ["segdeploy", "export", "--target", "tensorrt", "--precision", "bf16", "--opset"]
+    assert all(arg in export_cmd for arg in expected) and "--signature" not in export_cmd, export_cmd
+    assert ("int64 shape input" in result.output) == ("official" in export_args)
+    again = runner.invoke(app, export_cmd[1:])
+    assert again.exit_code == 0, again.output
+    built = runner.invoke(app, [*build_cmd[1:], "--print-trtexec"])
+    assert built.exit_code == 0 and "--stronglyTyped" in built.output, built.output

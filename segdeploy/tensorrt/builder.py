@@ -65,17 +65,28 @@ def precision_plan(graph_precision: str, requested: Precision | None, trt_major:
     return PrecisionPlan(wanted, False)
 
 
+# The official signature takes orig_im_size as float32, which TensorRT cannot use as a shape input,
+# and its `best` mask has no equivalent in this contract: its TensorRT form is segdeploy's signature.
+OFFICIAL_FOR_TENSORRT = (
+    "segdeploy's signature: TensorRT takes orig_im_size as an int64 shape input, not the official float32 one; "
+    "--mask-output all gives the four masks return_single_mask picks from"
+)
+
+
 def export_command(metadata: dict[str, str], precision: Precision) -> tuple[str, Path]:
     """The `segdeploy export` line that writes this graph's TensorRT form at ``precision`` (same
     variant, weights, mask output and postprocessing), and the path it writes."""
-    from segdeploy.contract import MaskOutput
+    from segdeploy.contract import MaskOutput, Signature
     from segdeploy.export import MAX_TRACE_OPSET, ExportOptions
     from segdeploy.forms import Target
 
     opset = int(metadata.get("opset") or 17)
     opset = opset if opset <= MAX_TRACE_OPSET else 17
+    mask_output = MaskOutput(metadata.get("mask_output") or "multi")
+    if metadata.get("signature") == Signature.OFFICIAL.value:  # see OFFICIAL_FOR_TENSORRT
+        mask_output = MaskOutput.ALL
     options = ExportOptions(
-        variant=metadata.get("variant") or "sam_vit_b", opset=opset, mask_output=MaskOutput(metadata.get("mask_output") or "multi"),
+        variant=metadata.get("variant") or "sam_vit_b", opset=opset, mask_output=mask_output,
         postprocess=metadata.get("postprocess") != "0", target=Target.TENSORRT, precision=precision,
         multi_image=metadata.get("images") == "multi",
     )
@@ -96,7 +107,8 @@ def reexport_error(onnx: Path, metadata: dict[str, str], precision: Precision, r
     """One line: why the graph does not build, and the exact commands that give one that does."""
     command, path = export_command(metadata, precision)
     flag = f" --{requested.value}" if requested is not None and requested is not Precision.FP32 else ""
-    return BadInputError(f"{onnx}: {reason}; run `{command}` and then `segdeploy build-engine --onnx {path}{flag}`")
+    note = f" ({OFFICIAL_FOR_TENSORRT})" if metadata.get("signature") == "official" else ""
+    return BadInputError(f"{onnx}: {reason}; run `{command}`{note} and then `segdeploy build-engine --onnx {path}{flag}`")
 
 
 def lint_errors(onnx: Path, trt_version: str) -> list[str]:

@@ -150,6 +150,7 @@ def verify(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
+    backend: Annotated[str, typer.Option(help="What runs the graph: onnxruntime, or onnx-reference (ONNX's own numpy evaluator: slow, but it runs bf16 graphs, which onnxruntime's CPU provider cannot).")] = "onnxruntime",
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
 ) -> None:
     """Compare the graph (or its TensorRT engine) with the eager model on the case matrix; exit 1 on a mismatch."""
@@ -160,7 +161,7 @@ def verify(
 
         onnx = Path(call(read_engine_sidecar, engine).onnx_path)
     path = onnx or call(newest_export)
-    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine)
+    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine, backend=backend)
     with spinner_progress("verify") as (_, count):
         result = verify_graph(options, count)
     typer.echo(render_report(result))

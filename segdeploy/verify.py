@@ -83,6 +83,10 @@ class VerifyOptions:
     seed: int | None = None
     threads: int | None = None
     engine: Path | None = None  # a TensorRT plan or AOTInductor .pt2 package built from ``onnx``: verified instead of onnxruntime
+    backend: str = "onnxruntime"  # what runs the graph itself: onnxruntime, or onnx-reference (ONNX's numpy evaluator: slow; bf16 too)
+
+
+GRAPH_BACKENDS = ("onnxruntime", "onnx-reference")  # what `verify --backend` runs a graph on
 
 
 def engine_backend(engine: Path) -> str:
@@ -148,6 +152,10 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     tick = progress or (lambda *_: None)
     if options.cases is not None and options.cases < 1:
         raise BadInputError("--cases must be at least 1")
+    if options.backend not in GRAPH_BACKENDS:
+        raise BadInputError(f"--backend takes {' or '.join(GRAPH_BACKENDS)}, got {options.backend!r}")
+    if options.engine is not None and options.backend != "onnxruntime":
+        raise BadInputError("--engine verifies the engine; --backend chooses what runs the graph itself: give one of them")
     model = load_graph(options.onnx)
     metadata = read_metadata(model)
     if metadata:
@@ -171,7 +179,7 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         check_engine_source(options.engine, options.onnx)
         candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image, signature=layout.signature, family=layout.family)
     if candidate is None:
-        candidate = make_runner("onnxruntime", options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature, family=layout.family)
+        candidate = make_runner(options.backend, options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature, family=layout.family)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,

@@ -5,6 +5,7 @@ no bf16 kernels), is within the bf16 tolerance of fp32 eager and clearly coarser
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -121,3 +122,21 @@ def test_bf16_graph_numerics_against_fp32(bf16_export, fresh_seed):
 
     # bf16 keeps 8 significand bits to fp16's 11: about 8x the rounding error (measured 7.8-9.7x)
     assert mean_logit_error(report) > 3 * mean_logit_error(fp16_report), (mean_logit_error(report), mean_logit_error(fp16_report))
+
+
+def test_verify_runs_a_bf16_graph_on_the_reference_evaluator(bf16_export, tmp_path, fresh_seed):
+    """`verify --backend onnx-reference` checks a bf16 graph on this CPU (onnxruntime cannot, and its
+    error says so and names this command); --backend with --engine, or an unknown one, is one line."""
+    family, folder, result = bf16_export
+    assert result.exit_code == 0, result.output
+    graph = folder / "x.onnx"
+    refused = runner.invoke(app, ["verify", "--onnx", str(graph), "--cases", "1"])
+    assert refused.exit_code == 2 and f"segdeploy verify --onnx {graph} --backend onnx-reference" in refused.output
+    report = tmp_path / "r.json"
+    checked = runner.invoke(app, ["verify", "--onnx", str(graph), "--backend", "onnx-reference", "--cases", "1", "--seed", str(fresh_seed), "--report", str(report)])
+    data = json.loads(report.read_text())
+    assert data["candidate"] == "onnx-reference" and data["precision"] == "bf16" and len(data["cases"]) == 1
+    assert checked.exit_code == (0 if data["passed"] else 1), checked.output
+    for args in (["--backend", "tensorrt"], ["--backend", "onnx-reference", "--engine", str(graph)]):
+        bad = runner.invoke(app, ["verify", "--onnx", str(graph), *args])
+        assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--backend" in bad.output, bad.output

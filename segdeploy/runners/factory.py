@@ -51,6 +51,10 @@ def _runner(
 
         decoder, _ = resolve_weights(metadata, checkpoint, onnx)
         return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature, family=layout.family)
+    if backend == "onnx-reference":
+        from segdeploy.runners.reference_runner import ReferenceRunner
+
+        return ReferenceRunner(onnx, inputs, outputs)
     if backend == "aoti":
         if engine is None:
             raise BadInputError("the aoti backend needs --engine PACKAGE.pt2 (build one with `segdeploy build-engine --runtime aoti`)")

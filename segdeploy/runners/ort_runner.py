@@ -74,5 +74,6 @@ def bf16_hint(path: Path) -> str:
         return ""
     return (
         f" (a bf16 graph, and this onnxruntime has no bf16 kernels for it: build and verify its TensorRT engine on a GPU,"
-        f" `segdeploy build-engine --onnx {path}` then `segdeploy verify --engine <plan>`, or export --precision fp16 to run it here)"
+        f" `segdeploy build-engine --onnx {path}` then `segdeploy verify --engine <plan>`; here, `segdeploy verify --onnx {path} --backend onnx-reference`"
+        f" runs it slowly, or export --precision fp16 to run it on onnxruntime)"
     )

@@ -87,11 +87,18 @@ def test_sidecar_records_what_the_package_is(package, exported):
 
 
 def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
+    """The whole matrix, less the rows the package was not built for (listed, not failed)."""
+    from segdeploy.cases import MATRIX
+
     report = tmp_path / "verify.json"
-    result = runner.invoke(app, ["verify", "--engine", str(package), "--cases", "6", "--seed", str(fresh_seed), "--report", str(report)])
+    result = runner.invoke(app, ["verify", "--engine", str(package), "--seed", str(fresh_seed), "--report", str(report)])
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
-    assert data["candidate"] == "aoti" and data["passed"] and len(data["cases"]) == 6
+    assert data["candidate"] == "aoti" and data["passed"]
+    too_big = [spec.name for spec in MATRIX if spec.prompts > 8]  # RANGES: prompts 1..8
+    assert too_big and [s.split(":")[0] for s in data["skipped"]] == too_big
+    assert all("outside the package's compiled ranges" in s for s in data["skipped"])
+    assert len(data["cases"]) == len(MATRIX) - len(too_big) and f"({len(too_big)} skipped: outside" in result.output
     assert data["cases"][5]["ragged"]["passed"]  # row 6 (7 ragged mixed prompts) ran batched-vs-alone too
     worst = max(o["max_abs"] for case in data["cases"] for o in case["outputs"] if o["name"] == "low_res_masks")
     assert worst < 1e-3

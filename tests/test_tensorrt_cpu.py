@@ -317,3 +317,29 @@ def test_reexport_command_keeps_signature_and_family(export_args, expected, tmp_
     assert again.exit_code == 0, again.output
     built = runner.invoke(app, [*build_cmd[1:], "--print-trtexec"])
     assert built.exit_code == 0 and "--stronglyTyped" in built.output, built.output
+
+
+def test_verify_skips_the_rows_a_plans_profiles_do_not_take(tmp_path, rng):
+    """verify --engine on a plan: a matrix row outside every profile is listed with the profile's
+    reason, a row inside is kept (the same check the runner makes before each call)."""
+    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.tensorrt.profiles import EngineProfile, Range
+    from segdeploy.verify import engine_refusal
+
+    plan = tmp_path / "g.plan"
+    plan.write_bytes(b"not really a plan")
+    narrow = EngineProfile(prompts=Range(1, 4, 8)).to_dict()
+    plan.with_suffix(".json").write_text(sidecar(profiles=[narrow]).to_json())
+    why_not = engine_refusal(plan)
+    low, high = narrow["orig_size"]["min"], narrow["orig_size"]["max"]
+    kept = 0
+    for spec in MATRIX:
+        feeds = draw_case(spec, rng).feeds
+        prompts, points = feeds["point_coords"].shape[:2]
+        fits = prompts <= 8 and narrow["points"]["min"] <= points <= narrow["points"]["max"]
+        fits &= all(low[i] <= spec.orig_size[i] <= high[i] for i in (0, 1))
+        reason = why_not(feeds)
+        assert (reason == "") == fits, (spec.name, reason)
+        assert fits or "outside the engine's profile" in reason
+        kept += fits
+    assert 0 < kept < len(MATRIX)

@@ -49,17 +49,18 @@ class SamDecoder(nn.Module):
             input_image_size=(contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE),
             mask_in_chans=config.mask_in_chans,
         )
-        self.mask_decoder = MaskDecoder(
-            transformer_dim=config.embed_dim,
-            transformer=TwoWayTransformer(
-                depth=config.depth,
-                embedding_dim=config.embed_dim,
-                num_heads=config.num_heads,
-                mlp_dim=config.mlp_dim,
-                attention_downsample_rate=config.attention_downsample_rate,
-            ),
-            num_multimask_outputs=config.num_multimask_outputs,
+        transformer = TwoWayTransformer(
+            depth=config.depth,
+            embedding_dim=config.embed_dim,
+            num_heads=config.num_heads,
+            mlp_dim=config.mlp_dim,
+            attention_downsample_rate=config.attention_downsample_rate,
         )
+        self.mask_decoder = self.build_mask_decoder(config, transformer)
+
+    def build_mask_decoder(self, config: DecoderConfig, transformer: TwoWayTransformer) -> MaskDecoder:
+        """The family's mask decoder around the two-way transformer (SAM 2 overrides it)."""
+        return MaskDecoder(transformer_dim=config.embed_dim, transformer=transformer, num_multimask_outputs=config.num_multimask_outputs)
 
 
 def prepadded_size(orig_im_size: torch.Tensor, longest_side: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,27 +17,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segdeploy import contract
 from segdeploy.families.sam2 import contract as sam2_contract
 from segdeploy.model.common import MLP
 from segdeploy.model.mask_decoder import MaskDecoder
-from segdeploy.model.prompt_encoder import PromptEncoder
+from segdeploy.model.sam_decoder import DecoderConfig, SamDecoder
 from segdeploy.model.transformer import TwoWayTransformer
 
 OUTPUT_TOKENS = 6  # object score, IoU, four mask tokens
 
 
 @dataclass(frozen=True)
-class Sam2Config:
-    """Hyperparameters of SAM 2's decoder (SAM2Base._build_sam_heads and the released configs)."""
+class Sam2Config(DecoderConfig):
+    """Hyperparameters of SAM 2's decoder (SAM2Base._build_sam_heads and the released configs): SAM
+    1's, plus the object-score head and the single-mask stability rule."""
 
-    embed_dim: int = contract.EMBED_DIM
-    depth: int = 2
-    num_heads: int = 8
-    mlp_dim: int = 2048
-    attention_downsample_rate: int = 2
-    num_multimask_outputs: int = 3
-    mask_in_chans: int = 16
     pred_obj_scores_mlp: bool = True  # every released config; False would make the head one Linear
     stability_delta: float = sam2_contract.STABILITY_DELTA
     stability_thresh: float = sam2_contract.STABILITY_THRESH
@@ -149,29 +142,18 @@ def _block_order_rows(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return s0.astype(np.int64), s1.astype(np.int64)
 
 
-class Sam2Decoder(nn.Module):
-    """Holds ``prompt_encoder`` and ``mask_decoder``; state-dict keys are SAM 1's layout (the
-    official ``sam_prompt_encoder.*``/``sam_mask_decoder.*`` keys map onto them, see weights.py)."""
+class Sam2Decoder(SamDecoder):
+    """Holds ``prompt_encoder`` and ``mask_decoder`` (SAM 1's holder with SAM 2's mask decoder);
+    state-dict keys are SAM 1's layout (the official ``sam_prompt_encoder.*``/``sam_mask_decoder.*``
+    keys map onto them, see weights.py)."""
+
+    config: Sam2Config
 
     def __init__(self, config: Sam2Config = Sam2Config()) -> None:
-        super().__init__()
-        self.config = config
-        grid = (contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
-        self.prompt_encoder = PromptEncoder(
-            embed_dim=config.embed_dim,
-            image_embedding_size=grid,
-            input_image_size=(contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE),
-            mask_in_chans=config.mask_in_chans,
-        )
-        self.mask_decoder = Sam2MaskDecoder(
-            transformer_dim=config.embed_dim,
-            transformer=TwoWayTransformer(
-                depth=config.depth,
-                embedding_dim=config.embed_dim,
-                num_heads=config.num_heads,
-                mlp_dim=config.mlp_dim,
-                attention_downsample_rate=config.attention_downsample_rate,
-            ),
-            num_multimask_outputs=config.num_multimask_outputs,
-            pred_obj_scores_mlp=config.pred_obj_scores_mlp,
+        super().__init__(config)
+
+    def build_mask_decoder(self, config: Sam2Config, transformer: TwoWayTransformer) -> Sam2MaskDecoder:  # type: ignore[override]
+        return Sam2MaskDecoder(
+            transformer_dim=config.embed_dim, transformer=transformer,
+            num_multimask_outputs=config.num_multimask_outputs, pred_obj_scores_mlp=config.pred_obj_scores_mlp,
         )

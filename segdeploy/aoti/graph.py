@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from segdeploy import contract
-from segdeploy.contract import MaskOutput
 from segdeploy.forms import GraphForm
 from segdeploy.model import DecoderGraph, decoder_graph
 from segdeploy.model.sam_decoder import prepadded_size
@@ -63,29 +62,15 @@ def resize_straight_compiled(low_res_masks: torch.Tensor, orig_im_size: torch.Te
     return _resize_axis(_resize_axis(low_res_masks, -2, height, height), -1, width, width)
 
 
-class PostprocessedDecoderGraph(nn.Module):
-    """The single-image graph with postprocessing: DecoderGraph without it, then
-    ``upscale_masks_compiled``."""
+class CompiledDecoderGraph(DecoderGraph):
+    """The single-image graph with its postprocessing written to compile (``upscale_masks_compiled``)."""
 
-    def __init__(self, decoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
-        super().__init__()
-        self.decoder_graph = DecoderGraph(decoder, mask_output, postprocess=False, form=form)  # not `graph`: GraphModule owns that name
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        iou_predictions, low_res_masks = self.decoder_graph(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        return upscale_masks_compiled(low_res_masks, orig_im_size), iou_predictions, low_res_masks
+    def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        return upscale_masks_compiled(low_res_masks, orig_im_size)
 
 
 def compiled_graph(decoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> nn.Module:
     """The module to export for ``layout``: the model's own graph where nothing is data-dependent."""
     if layout.postprocess:
-        return PostprocessedDecoderGraph(decoder, layout.mask_output, form)
+        return CompiledDecoderGraph(decoder, layout.mask_output, postprocess=True, form=form)
     return decoder_graph(decoder, layout, form)

@@ -147,8 +147,13 @@ class DecoderGraph(nn.Module):
             return iou_predictions, low_res_masks
         if orig_im_size is None:
             raise ValueError("orig_im_size is required when postprocess is on")
-        masks = upscale_masks(low_res_masks, orig_im_size)
+        masks = self.upscale(low_res_masks, orig_im_size)
         return masks, iou_predictions, low_res_masks
+
+    def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """The in-graph postprocessing: low-res logits to the original size, by the family's rule
+        (SAM 1: ``upscale_masks``). Compiled forms override this one step."""
+        return upscale_masks(low_res_masks, orig_im_size)
 
 
     def prompt_tokens(
@@ -233,7 +238,7 @@ class OfficialSignatureGraph(DecoderGraph):
             iou_predictions = torch.gather(iou_predictions, 1, best)
             index = best[:, :, None, None].expand(-1, 1, low_res_masks.shape[-2], low_res_masks.shape[-1])
             low_res_masks = torch.gather(low_res_masks, 1, index)
-        masks = upscale_masks(low_res_masks, orig_im_size.to(torch.int64))
+        masks = self.upscale(low_res_masks, orig_im_size.to(torch.int64))
         return masks, iou_predictions, low_res_masks
 
 

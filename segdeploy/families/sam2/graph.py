@@ -77,8 +77,12 @@ class Sam2DecoderGraph(DecoderGraph):
             return iou_predictions, low_res_masks, object_scores
         if orig_im_size is None:
             raise ValueError("orig_im_size is required when postprocess is on")
-        masks = F.interpolate(low_res_masks, size=(orig_im_size[0], orig_im_size[1]), mode="bilinear", align_corners=False)
+        masks = self.upscale(low_res_masks, orig_im_size)
         return masks, iou_predictions, low_res_masks, object_scores
+
+    def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """SAM 2's postprocessing: low-res logits resized straight to the original size."""
+        return F.interpolate(low_res_masks, size=(orig_im_size[0], orig_im_size[1]), mode="bilinear", align_corners=False)
 
 
 class Sam2MultiImageGraph(Sam2DecoderGraph):
@@ -128,35 +132,17 @@ def decoder_graph(decoder: Sam2Decoder, layout: contract.GraphLayout, form: Grap
     return Sam2DecoderGraph(decoder, layout.mask_output, layout.postprocess, form)
 
 
-class CompiledSam2Graph(torch.nn.Module):
-    """The single-image graph with postprocessing as AOTInductor compiles it: Sam2DecoderGraph without
-    postprocessing, then the straight resize written to compile (segdeploy.aoti.graph)."""
+class CompiledSam2Graph(Sam2DecoderGraph):
+    """The single-image graph with the straight resize written to compile (segdeploy.aoti.graph)."""
 
-    def __init__(self, decoder: Sam2Decoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
-        super().__init__()
-        self.decoder_graph = Sam2DecoderGraph(decoder, mask_output, postprocess=False, form=form)  # not `graph`: GraphModule owns that name
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        high_res_feats_0: torch.Tensor,
-        high_res_feats_1: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
+    def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         from segdeploy.aoti.graph import resize_straight_compiled
 
-        iou_predictions, low_res_masks, object_scores = self.decoder_graph(
-            image_embeddings, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input,
-        )
-        return resize_straight_compiled(low_res_masks, orig_im_size), iou_predictions, low_res_masks, object_scores
+        return resize_straight_compiled(low_res_masks, orig_im_size)
 
 
 def compiled_graph(decoder: Sam2Decoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> torch.nn.Module:
     """The module AOTInductor compiles for ``layout``: ``decoder_graph`` where nothing is data-dependent."""
     if layout.postprocess:
-        return CompiledSam2Graph(decoder, layout.mask_output, form)
+        return CompiledSam2Graph(decoder, layout.mask_output, postprocess=True, form=form)
     return decoder_graph(decoder, layout, form)

@@ -165,26 +165,32 @@ def test_bench_lists_aoti_beside_onnxruntime(package, exported, tmp_path):
     assert {row["backend"] for row in rows} == {"onnxruntime", "aoti"}
 
 
-def test_cpp_example_equals_the_python_runner(package, cpp_example, tmp_path):
+@pytest.mark.parametrize("fixture,case,outputs,masks_shape", [
+    ("package", 5, ["masks", "iou_predictions", "low_res_masks"], (7, 3, 480, 640)),
+    # the same program runs a SAM 2 package: its inputs by name (three per-image maps), four outputs
+    ("sam2_package", 4, ["masks", "iou_predictions", "low_res_masks", "object_score_logits"], (7, 4, 480, 640)),
+])
+def test_cpp_example_equals_the_python_runner(fixture, case, outputs, masks_shape, cpp_example, tmp_path, request):
     """The C++ example's outputs (written by libtorch's AOTIModelPackageLoader) equal the Python
-    runner's on a ragged batch of mixed prompts at 480x640, through the example's own scripts."""
+    runner's on a ragged batch of 7 mixed prompts at 480x640, through the example's own scripts."""
     from segdeploy.aoti.tensorfile import read_tensors
     from segdeploy.runners.aoti_runner import AotiRunner
 
+    package = request.getfixturevalue(fixture)
     script = ROOT / "examples/cpp/prompts.py"
-    inputs, outputs = tmp_path / "prompts.bin", tmp_path / "outputs.bin"
-    subprocess.run([sys.executable, str(script), "write", str(package), str(inputs), "--case", "5", "--seed", "3"], check=True, capture_output=True)
-    ran = subprocess.run([str(cpp_example), str(package), str(inputs), str(outputs)], capture_output=True, text=True)
+    inputs, output_file = tmp_path / "prompts.bin", tmp_path / "outputs.bin"
+    subprocess.run([sys.executable, str(script), "write", str(package), str(inputs), "--case", str(case), "--seed", "3"], check=True, capture_output=True)
+    ran = subprocess.run([str(cpp_example), str(package), str(inputs), str(output_file)], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
-    got = read_tensors(outputs)
+    got = read_tensors(output_file)
     with AotiRunner.from_package(package) as aoti:
         expected = aoti.infer(read_tensors(inputs))
-    assert list(got) == ["masks", "iou_predictions", "low_res_masks"]
-    assert got["masks"].shape == (7, 3, 480, 640)
+    assert list(got) == outputs
+    assert got["masks"].shape == masks_shape
     for name, value in expected.items():
         assert got[name].shape == value.shape and np.abs(got[name] - value).max() <= 1e-4, name
-    checked = subprocess.run([sys.executable, str(script), "check", str(package), str(inputs), str(outputs)], capture_output=True, text=True)
-    assert checked.returncode == 0 and checked.stdout.count(" ok") == 3, checked.stdout + checked.stderr
+    checked = subprocess.run([sys.executable, str(script), "check", str(package), str(inputs), str(output_file)], capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(" ok") == len(outputs), checked.stdout + checked.stderr
 
 
 def test_cpp_example_says_what_is_wrong(package, cpp_example, tmp_path):
@@ -304,26 +310,6 @@ def test_sam2_package_with_an_unknown_family_is_refused(sam2_package, tmp_path):
     copy = copy_package(sam2_package, tmp_path, family="sam3")
     result = runner.invoke(app, ["verify", "--engine", str(copy), "--cases", "1"])
     assert result.exit_code == 2 and "'sam3'" in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_cpp_example_runs_a_sam2_package(sam2_package, cpp_example, tmp_path):
-    """The same C++ program runs a SAM 2 package: it takes the package's inputs by name (three
-    per-image maps) and writes four outputs, equal to the Python runner's."""
-    from segdeploy.aoti.tensorfile import read_tensors
-    from segdeploy.runners.aoti_runner import AotiRunner
-
-    script = ROOT / "examples/cpp/prompts.py"
-    inputs, outputs = tmp_path / "prompts.bin", tmp_path / "outputs.bin"
-    subprocess.run([sys.executable, str(script), "write", str(sam2_package), str(inputs), "--case", "4", "--seed", "5"], check=True, capture_output=True)
-    ran = subprocess.run([str(cpp_example), str(sam2_package), str(inputs), str(outputs)], capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
-    got = read_tensors(outputs)
-    with AotiRunner.from_package(sam2_package) as aoti:
-        expected = aoti.infer(read_tensors(inputs))
-    assert list(got) == ["masks", "iou_predictions", "low_res_masks", "object_score_logits"]
-    assert got["masks"].shape == (7, 4, 480, 640)
-    for name, value in expected.items():
-        assert got[name].shape == value.shape and np.abs(got[name] - value).max() <= 1e-4, name
 
 
 def test_sam2_program_equals_eager_and_leaves_eager_working(sam2_exported, tmp_path, rng):

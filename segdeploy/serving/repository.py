@@ -78,17 +78,16 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
     version.mkdir(parents=True, exist_ok=True)
     notes = []
     if options.backend == "python":
-        copied = version / source.name
-        shutil.copy2(source, copied)
-        sidecar = source.with_suffix(".json")
-        if source.suffix in (".plan", ".pt2"):  # Decoder.load checks an engine against its sidecar
-            shutil.copy2(sidecar, copied.with_suffix(".json"))
+        originals = [source, source.with_suffix(".json")] if source.suffix in (".plan", ".pt2") else [source]
+        copies = [version / original.name for original in originals]  # an engine's sidecar goes along: Decoder.load checks it
+        for original, copy in zip(originals, copies):
+            shutil.copy2(original, copy)
         serve = ServeOptions(source=Path(source.name), threads=options.threads, max_batch_size=options.max_batch_size,
                              max_queue_delay_us=options.max_queue_delay_us, instances=options.instances)
         write_repository(Path(options.out), serve, python_paths=None, kind=options.kind)
         config = model / "config.pbtxt"
         notes.append("the server's Python needs segdeploy installed (pip install segdeploy) for the Python-backend model")
-        files = [config, version / "model.py", copied, *([copied.with_suffix(".json")] if copied.with_suffix(".json").exists() else [])]
+        files = [config, version / "model.py", *copies]
     else:
         target = version / ("model.onnx" if options.backend == "onnxruntime" else "model.plan")
         shutil.copy2(source, target)

@@ -29,7 +29,9 @@ from segdeploy.runners.aoti_runner import AotiRunner
 from segdeploy.runners.torch_runner import TorchRunner
 from segdeploy.tensorrt.profiles import Range
 from segdeploy.verify import VerifyOptions, verify_graph
-from segdeploy.weights import load_decoder
+from segdeploy.registry import default_family
+
+FAMILY = default_family()
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -72,7 +74,7 @@ def device_args(feeds: dict[str, np.ndarray]) -> list[torch.Tensor]:
 def bench_rows(label: str, precision: str, module) -> list[dict]:
     rows, rng = [], np.random.default_rng(0)
     for prompts in PROMPTS:
-        args = device_args(bench_feeds(prompts, POINTS, ORIG_SIZE, rng, True))
+        args = device_args(bench_feeds(prompts, POINTS, ORIG_SIZE, rng, True, family=FAMILY))
         with torch.no_grad():
             p50 = timed(lambda: module(*args))
         rows.append({"runtime": label, "precision": precision, "prompts": prompts, "points": POINTS, "p50_ms": p50,
@@ -88,7 +90,7 @@ def top_kernels(module, prompts: int) -> list[dict]:
     """The ten CUDA kernels with the most time in a few calls at ``prompts`` per call."""
     from torch.profiler import ProfilerActivity, profile
 
-    args = device_args(bench_feeds(prompts, POINTS, ORIG_SIZE, np.random.default_rng(1), True))
+    args = device_args(bench_feeds(prompts, POINTS, ORIG_SIZE, np.random.default_rng(1), True, family=FAMILY))
     with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             module(*args)
@@ -114,7 +116,7 @@ def main() -> int:
 def run(report: dict, work: Path, save) -> int:
     """Build, verify and bench each precision into ``report`` (saved after every step)."""
     graph = export_onnx(ExportOptions(out=work / "decoder.onnx")).path  # default form: fewtoken + matmul, fp32
-    decoder, _ = load_decoder(seed=0)
+    decoder, _ = FAMILY.load_decoder(FAMILY.default_variant, None, 0)
     precisions = (Precision.FP32, Precision.FP16) if CUDA else (Precision.FP32,)
     for precision in precisions:
         try:
@@ -132,7 +134,7 @@ def run(report: dict, work: Path, save) -> int:
             torch.backends.cuda.matmul.allow_tf32 = built.info.tf32
             report["latency"] += bench_rows("aoti", precision.value, aoti.model)
             form = GraphForm(AttentionForm.FEWTOKEN, UpscaleForm.MATMUL, precision)
-            eager = TorchRunner(decoder, contract.MaskOutput.MULTI, True, device=DEVICE, form=form).module
+            eager = TorchRunner(decoder, FAMILY.layout(contract.MaskOutput.MULTI, True), device=DEVICE, form=form).module
             report["latency"] += bench_rows("eager", precision.value, eager)
             if CUDA and precision is Precision.FP16:
                 best = max((r for r in report["latency"] if r["runtime"] == "aoti" and r["precision"] == "fp16"), key=lambda r: r["prompts_per_s"])

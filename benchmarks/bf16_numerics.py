@@ -28,8 +28,8 @@ import torch
 from segdeploy import contract
 from segdeploy.bench import machine_info
 from segdeploy.compare import binarized_iou, compare_outputs
-from segdeploy.contract import GraphLayout, MaskOutput
-from segdeploy.families import get_family
+from segdeploy.contract import MaskOutput
+from segdeploy.registry import get_family
 from segdeploy.forms import AttentionForm, GraphForm, Precision, UpscaleForm
 from segdeploy.runners.torch_runner import TorchRunner
 
@@ -44,9 +44,9 @@ FORMS = (  # the tensorrt target's bf16 default, the onnxruntime default, and fp
 def measure(family_name: str, form: GraphForm, seeds: list[int]) -> dict:
     family = get_family(family_name)
     decoder, _ = family.load_decoder(FAMILIES[family_name], None, 0)
-    layout = GraphLayout(MaskOutput.MULTI, True, False, contract.Signature.SEGDEPLOY, family_name)
-    reference = TorchRunner(decoder, layout.mask_output, True, family=family_name)
-    candidate = TorchRunner(decoder, layout.mask_output, True, form=form, family=family_name)
+    layout = family.layout(MaskOutput.MULTI, True)
+    reference = TorchRunner(decoder, layout)
+    candidate = TorchRunner(decoder, layout, form=form)
     tolerance = contract.TOLERANCES[form.precision.value]
     row = {"family": family_name, "form": form.describe(), "cases": 0, "failed_cases": 0, "failures": {},
            "low_res_max_abs": 0.0, "masks_max_rel": 0.0, "iou_pred_max_abs": 0.0, "score_max_abs": None,

@@ -17,12 +17,13 @@ import torch
 
 from segdeploy import contract
 from segdeploy.bench import bench_feeds
-from segdeploy.cases import draw_cases
 from segdeploy.compare import compare_outputs
 from segdeploy.contract import MaskOutput
 from segdeploy.forms import AttentionForm, GraphForm, Precision, UpscaleForm
 from segdeploy.runners.torch_runner import TorchRunner
-from segdeploy.weights import load_decoder
+from segdeploy.registry import default_family
+
+FAMILY = default_family()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a dry run of the script itself
 QUICK = DEVICE == "cpu"
@@ -31,17 +32,17 @@ QUICK = DEVICE == "cpu"
 def numerics(decoder, seeds: int) -> list[dict]:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    reference = TorchRunner(decoder, MaskOutput.MULTI, True, device=DEVICE)
+    reference = TorchRunner(decoder, FAMILY.layout(MaskOutput.MULTI, True), device=DEVICE)
     rows = []
     for precision in Precision:
         for attention in AttentionForm:
             form = GraphForm(attention, UpscaleForm.MATMUL if attention is AttentionForm.FEWTOKEN else UpscaleForm.CONVTRANSPOSE, precision)
-            candidate = TorchRunner(decoder, MaskOutput.MULTI, True, device=DEVICE, form=form)
+            candidate = TorchRunner(decoder, FAMILY.layout(MaskOutput.MULTI, True), device=DEVICE, form=form)
             worst = {"low_res_max_abs": 0.0, "iou_pred_max_abs": 0.0, "mask_iou_worst": 1.0, "mask_iou_mean_min": 1.0}
             passed = True
             with reference, candidate:
                 for seed in range(seeds):
-                    for case in draw_cases(np.random.default_rng(seed), 2 if QUICK else None):
+                    for case in FAMILY.draw_cases(np.random.default_rng(seed), 2 if QUICK else None, FAMILY.layout(MaskOutput.MULTI, True)):
                         results = compare_outputs(reference.infer(case.feeds), candidate.infer(case.feeds), contract.TOLERANCES[precision.value])
                         passed &= all(r.passed for r in results)
                         for r in results:
@@ -64,10 +65,10 @@ def latency(decoder) -> list[dict]:
     for precision in Precision:
         for attention in AttentionForm:
             form = GraphForm(attention, UpscaleForm.MATMUL if attention is AttentionForm.FEWTOKEN else UpscaleForm.CONVTRANSPOSE, precision)
-            module = TorchRunner(decoder, MaskOutput.MULTI, True, device=DEVICE, form=form).module
+            module = TorchRunner(decoder, FAMILY.layout(MaskOutput.MULTI, True), device=DEVICE, form=form).module
             for prompts in (1,) if QUICK else (1, 16, 64):
                 for points in (2,) if QUICK else (2, 6):
-                    feeds = bench_feeds(prompts, points, (1024, 1024), rng, True)
+                    feeds = bench_feeds(prompts, points, (1024, 1024), rng, True, family=FAMILY)
                     args = [torch.from_numpy(feeds[s.name]) for s in contract.input_specs(True)]
                     args = [a if s.name == "orig_im_size" else a.to(DEVICE) for a, s in zip(args, contract.input_specs(True))]
                     times = []
@@ -101,7 +102,7 @@ def main() -> int:
         "torch": torch.__version__,
     }
     print(report, flush=True)
-    decoder, _ = load_decoder(seed=0)
+    decoder, _ = FAMILY.load_decoder(FAMILY.default_variant, None, 0)
     report["numerics"] = numerics(decoder, seeds=1 if QUICK else 3)
     report["latency"] = latency(decoder)
     report["seconds"] = time.time() - started

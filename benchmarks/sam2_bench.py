@@ -24,8 +24,8 @@ VARIANT = "sam2.1_hiera_large"
 def main(argv: list[str]) -> int:
     from segdeploy.bench import bench_feeds
     from segdeploy.cli import app
-    from segdeploy.families.sam2.baseline import export_official
     from segdeploy.families.sam2.weights import load_decoder
+    from segdeploy.registry import get_family
     from segdeploy.flops import count_flops
 
     runs = argv[argv.index("--runs") + 1] if "--runs" in argv else "10"
@@ -41,9 +41,9 @@ def main(argv: list[str]) -> int:
             return result.exit_code
     flops = {}
     with tempfile.TemporaryDirectory() as scratch:
-        official = export_official(load_decoder(VARIANT, seed=0)[0], Path(scratch) / "official.onnx")
+        official = get_family("sam2").export_baseline(load_decoder(VARIANT, seed=0)[0], Path(scratch) / "official.onnx")
         for points in (3, 6):
-            feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), True, family="sam2")
+            feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), True, family=get_family("sam2"))
             for label, path in [*graphs.items(), ("sam2 package modules, exported as they are", official)]:
                 flops.setdefault(label, {})[f"N={points}"] = count_flops(path, feeds).per_prompt
     (ROOT / "benchmarks/results/sam2-flops.json").write_text(json.dumps(flops, indent=2) + "\n")

@@ -2,7 +2,7 @@
 to the eager model. Importing this package imports nothing heavy; torch, onnx, onnxruntime and
 TensorRT are loaded by the modules that need them."""
 
-__version__ = "0.1.0"
+from segdeploy.version import __version__
 
 __all__ = ["Decoder", "Prediction", "Prompt", "__version__"]
 

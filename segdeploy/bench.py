@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segdeploy import __version__, contract
+from segdeploy import contract
+from segdeploy.version import __version__
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import load_graph, read_metadata, write_atomically
 from segdeploy.provenance import graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
 
 if TYPE_CHECKING:
+    from segdeploy.families.base import Family
     from matplotlib.figure import Figure
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt", "aoti")
@@ -106,7 +108,7 @@ def machine_info(threads: int) -> dict:
 
 def bench_feeds(
     prompts: int, points: int, orig_size: tuple[int, int], rng: np.random.Generator, postprocess: bool, images: int | None = None,
-    family: str = "sam1",
+    *, family: Family,
 ) -> dict[str, np.ndarray]:
     """B prompts of N point slots: N-1 clicks and SAM's padding point; no mask input. ``images``
     (multi-image flavor) spreads the prompts round-robin over that many images. ``family`` decides
@@ -117,9 +119,7 @@ def bench_feeds(
     labels = np.ones((prompts, points), np.float32)
     coords[:, -1] = 0.0
     labels[:, -1] = float(contract.Label.PADDING) if points > 1 else 1.0
-    from segdeploy.families import get_family
-
-    feeds = get_family(family).image_feeds(rng, images or 1)
+    feeds = family.image_feeds(rng, images or 1)
     if images is not None:
         feeds["image_index"] = (np.arange(prompts) % images).astype(np.int64)
     feeds |= {
@@ -140,14 +140,10 @@ def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: 
     runners: dict[str, Runner] = {}
     for backend in options.backends:
         runners[backend] = make_runner(
-            backend, options.onnx, metadata, layout.postprocess, layout.mask_output,
-            threads=options.threads, checkpoint=options.checkpoint, engine=options.engine, multi_image=layout.multi_image,
-            signature=layout.signature, family=layout.family,
+            backend, options.onnx, metadata, layout, threads=options.threads, checkpoint=options.checkpoint, engine=options.engine,
         )
     if options.baseline:
-        from segdeploy.families import get_family
-
-        family = get_family(layout.family)
+        family = layout.family
         if not layout.postprocess:
             raise BadInputError("--baseline compares full outputs; export the graph with postprocessing")
         path = Path(options.baseline)
@@ -156,8 +152,18 @@ def open_runners(options: BenchOptions, layout: contract.GraphLayout, metadata: 
             path = family.export_baseline(decoder, scratch / "official.onnx")
         elif not path.is_file():
             raise BadInputError(f"--baseline takes 'official' or an ONNX file; {path} does not exist")
-        runners["official"] = family.baseline_runner(path, options.threads)
+        runners["official"] = baseline_runner(family, path, options.threads)
     return runners
+
+
+def baseline_runner(family: Family, path: Path, threads: int | None = None) -> Runner:
+    """The family's baseline graph at ``path`` on onnxruntime, under the family's contract feeds (one
+    prompt per call where the baseline has the official signature)."""
+    from segdeploy.runners.factory import make_runner
+
+    runner = make_runner("onnxruntime", path, {}, family.baseline_layout(), threads=threads)
+    runner.name = "official-onnx"
+    return runner
 
 
 def quiet_onnxruntime_threads(runners: dict[str, Runner]) -> bool:
@@ -218,14 +224,14 @@ def _measure(options: BenchOptions, runners: dict[str, Runner], layout: contract
         runner.activate()
     try:
         if options.warmup:  # burn-in: allocator arenas, caches and clocks settle before the first cell
-            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, layout.postprocess, images, layout.family)
+            feeds = bench_feeds(options.prompts[0], options.points[0], options.orig_size, rng, layout.postprocess, images, family=layout.family)
             for runner in runners.values():
                 deadline = time.perf_counter() + BURN_IN_SECONDS
                 while time.perf_counter() < deadline:
                     runner.infer(feeds)
         for index, (prompts, points) in enumerate(cells):
             tick(index, len(cells), f"B={prompts} N={points}")
-            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images, layout.family)
+            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images, family=layout.family)
             times: dict[str, list[float]] = {label: [] for label in runners}
             for round_index in range(options.warmup + options.runs):
                 for label, runner in runners.items():

@@ -1,9 +1,11 @@
-"""The verify case matrix: prompts drawn fresh from a seeded RNG, in the contract's form.
+"""The verify case matrix every family draws from: prompts drawn fresh from a seeded RNG, in the
+contract's form.
 
 Each case names its batch size, prompt kinds, mask-input use and original image size; the values
-(embeddings, coordinates, masks) are random on every draw. Prompts are written as the contract
-says: a box is two points labelled 2 and 3; a prompt without a box ends with SAM's padding point
-(0,0) labelled -1; a ragged batch fills shorter prompts with ignored slots labelled -2.
+(embeddings, coordinates, masks) are random on every draw. A family draws each prompt as its
+predictor writes it (``families/<name>/cases.py``); here they are packed as the contract says: a
+box is two points labelled 2 and 3, a ragged batch fills shorter prompts with ignored slots
+labelled -2, and mask inputs follow the row.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class CaseSpec:
 
     name: str
     prompts: int
-    kinds: tuple[str, ...]  # cycled over prompts: "click", "clicks", "box", "box+clicks", "unpadded"
+    kinds: tuple[str, ...]  # cycled over prompts: "click", "clicks", "max-clicks", "box", "box+clicks" (a family may add its own)
     orig_size: tuple[int, int]  # (H, W)
     mask_input: str = "off"  # "off", "on", "mixed"
     max_clicks: int = 4
@@ -36,7 +38,6 @@ class CaseSpec:
 
 MATRIX: tuple[CaseSpec, ...] = (
     CaseSpec("one click, square", 1, ("click",), (1024, 1024)),
-    CaseSpec("lone point, no padding (N=1)", 1, ("unpadded",), (768, 1024)),
     CaseSpec("negative clicks, portrait", 2, ("clicks",), (1500, 1000)),
     CaseSpec("boxes, landscape", 7, ("box",), (720, 1280)),
     CaseSpec("box plus clicks, mask input", 2, ("box+clicks",), (1080, 1920), mask_input="on"),
@@ -66,7 +67,7 @@ class Case:
     spec: CaseSpec
     feeds: dict[str, np.ndarray]
     lengths: list[int] = field(default_factory=list)
-    image_inputs: tuple[str, ...] = (contract.IMAGE_EMBEDDINGS.name,)  # feeds with one row per image
+    image_inputs: tuple[str, ...] = field(kw_only=True)  # feeds with one row per image
 
     @property
     def is_ragged(self) -> bool:
@@ -85,39 +86,6 @@ class Case:
         return contract.IMAGE_INDEX.name in self.feeds
 
 
-def prepadded(orig_size: tuple[int, int]) -> tuple[int, int]:
-    """SAM's longest-side resize of (H, W) into the model-input frame."""
-    height, width = orig_size
-    longest = max(height, width)
-    side = contract.MODEL_INPUT_SIZE
-    return (height * side + longest // 2) // longest, (width * side + longest // 2) // longest
-
-
-def _prompt(rng: np.random.Generator, kind: str, frame: tuple[int, int], max_clicks: int) -> list[tuple[float, float, int]]:
-    height, width = frame
-
-    def point() -> tuple[float, float]:
-        return float(rng.uniform(0, width)), float(rng.uniform(0, height))
-
-    points: list[tuple[float, float, int]] = []
-    if kind == "unpadded":
-        x, y = point()
-        return [(x, y, Label.FOREGROUND)]
-    if kind in ("click", "clicks", "max-clicks", "box+clicks"):
-        count = {"click": 1, "max-clicks": max_clicks}.get(kind) or int(rng.integers(1, max_clicks + 1))
-        for i in range(count):
-            x, y = point()
-            label = Label.FOREGROUND if i == 0 or rng.random() < 0.5 else Label.BACKGROUND
-            points.append((x, y, label))
-    if kind in ("box", "box+clicks"):
-        (x0, y0), (x1, y1) = point(), point()
-        points.append((min(x0, x1), min(y0, y1), Label.BOX_TOP_LEFT))
-        points.append((max(x0, x1), max(y0, y1), Label.BOX_BOTTOM_RIGHT))
-    else:
-        points.append((0.0, 0.0, Label.PADDING))
-    return points
-
-
 def _mask_logits(rng: np.random.Generator) -> np.ndarray:
     """A blobby low-res mask in logit units, like a previous prediction."""
     side = contract.LOW_RES_SIZE
@@ -125,23 +93,23 @@ def _mask_logits(rng: np.random.Generator) -> np.ndarray:
     return MASK_LOGIT_SCALE * np.kron(coarse, np.ones((side // 8, side // 8), np.float32))
 
 
-def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True, multi_image: bool = False) -> Case:
-    """Draw the values of one case; ``multi_image`` writes the multi-image flavor's feeds."""
-    frame = prepadded(spec.orig_size)
-    prompts = [_prompt(rng, spec.kinds[i % len(spec.kinds)], frame, spec.max_clicks) for i in range(spec.prompts)]
-    return case_from_prompts(spec, rng, prompts, sam1_image_feeds, postprocess, multi_image)
+def embedding_feeds(rng: np.random.Generator, specs, images: int) -> dict[str, np.ndarray]:
+    """Per-image inputs of ``specs`` for ``images`` images, at unit order of magnitude."""
+    return {spec.name: (EMBEDDING_STD * rng.standard_normal((images, *spec.dims[1:]))).astype(np.float32) for spec in specs}
 
 
-def sam1_image_feeds(rng: np.random.Generator, images: int) -> dict[str, np.ndarray]:
-    """``images`` image embeddings at unit order of magnitude."""
-    shape = (images, *contract.IMAGE_EMBEDDINGS.dims[1:])
-    return {contract.IMAGE_EMBEDDINGS.name: (EMBEDDING_STD * rng.standard_normal(shape)).astype(np.float32)}
+def draw_from_matrix(
+    matrix: tuple[CaseSpec, ...], draw: Callable[[CaseSpec], Case], count: int | None = None,
+) -> list[Case]:
+    """``count`` cases cycling through ``matrix`` (default: each row once), each drawn by ``draw``."""
+    count = len(matrix) if count is None else count
+    return [draw(matrix[i % len(matrix)]) for i in range(count)]
 
 
 def case_from_prompts(
     spec: CaseSpec, rng: np.random.Generator, prompts: list[list[tuple[float, float, int]]],
     image_feeds: Callable[[np.random.Generator, int], dict[str, np.ndarray]], postprocess: bool, multi_image: bool,
-    image_inputs: tuple[str, ...] = (contract.IMAGE_EMBEDDINGS.name,),
+    image_inputs: tuple[str, ...],
 ) -> Case:
     """A case from drawn prompts (x, y, label in the model-input frame): packed with ignored slots
     that carry garbage coordinates, mask inputs as the row says, the images from ``image_feeds``
@@ -168,13 +136,6 @@ def case_from_prompts(
     if postprocess and not multi_image:
         feeds[contract.ORIG_IM_SIZE.name] = np.array(spec.orig_size, np.int64)
     return Case(spec=spec, feeds=feeds, lengths=[len(p) for p in prompts], image_inputs=image_inputs)
-
-
-def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True, multi_image: bool = False) -> list[Case]:
-    """Draw ``count`` cases cycling through the flavor's matrix (default: each row once)."""
-    matrix = MULTI_IMAGE_MATRIX if multi_image else MATRIX
-    count = len(matrix) if count is None else count
-    return [draw_case(matrix[i % len(matrix)], rng, postprocess, multi_image) for i in range(count)]
 
 
 def single_prompt(case: Case, index: int) -> dict[str, np.ndarray]:

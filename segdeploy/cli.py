@@ -11,11 +11,12 @@ from typing import Annotated, Optional, TypeVar
 
 import typer
 
-from segdeploy import __version__, contract
+from segdeploy import contract
+from segdeploy.version import __version__
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
-from segdeploy.families import all_variants
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
+from segdeploy.registry import all_variants, default_variant, families
 
 app = typer.Typer(
     help="Export SAM-style prompt encoder + mask decoder to ONNX (and TensorRT), and prove the result "
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 
 Variant = enum.Enum("Variant", {name: name for name in all_variants()}, type=str)  # type: ignore[misc]
+FAMILIES_HELP = "; ".join(f"{family.title} ({family.name} family): {', '.join(family.variant_names)}" for family in families())
 T = TypeVar("T")
 
 
@@ -107,7 +109,7 @@ def main(
 
 @app.command()
 def export(
-    variant: Annotated[Variant, typer.Option(help="Variant the weights belong to (recorded in metadata): SAM/MobileSAM (sam1 family) or SAM 2/2.1 (sam2 family).")] = Variant(contract.DEFAULT_VARIANT),
+    variant: Annotated[Variant, typer.Option(help=f"Variant the weights belong to (recorded in metadata). {FAMILIES_HELP}.")] = Variant(default_variant()),
     checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM/SAM 2 checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,

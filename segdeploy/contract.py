@@ -1,13 +1,16 @@
 """The I/O contract of an exported decoder graph: the one source of truth for names, dtypes,
 dynamic dimensions, prompt labels and per-precision tolerances.
 
-Export, TensorRT profiles, verify, bench and the runners' input checks all read from here.
+What every decoder family shares lives here (the prompt inputs, the mask outputs, the layout of a
+graph and its tolerances); each family's folder assembles its own inputs and outputs from these
+(``segdeploy/families/<name>/contract.py``). Export, TensorRT profiles, verify, bench and the
+runners' input checks all read from here, through the layout's family.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CONTRACT_VERSION = "1"
 
@@ -16,11 +19,6 @@ EMBEDDING_SIZE = 64  # image embedding grid is EMBEDDING_SIZE x EMBEDDING_SIZE
 MODEL_INPUT_SIZE = 1024  # the padded, longest-side-resized frame point coordinates live in
 LOW_RES_SIZE = 256  # side of low_res_masks and of mask_input
 MIN_OPSET = 17  # LayerNormalization
-
-# Released SAM variants; all share one decoder shape, the name goes into metadata.
-VARIANT_NAMES = ("sam_vit_b", "sam_vit_l", "sam_vit_h", "mobile_sam")
-DEFAULT_VARIANT = "sam_vit_b"
-
 
 class Label(enum.IntEnum):
     """Point labels of ``point_labels``."""
@@ -105,28 +103,6 @@ IMAGE_EMBEDDINGS_MULTI = TensorSpec(
 IMAGE_INDEX = TensorSpec("image_index", "int64", (P,), "which image (row of image_embeddings) each prompt is on")
 
 
-def input_specs(postprocess: bool = True, multi_image: bool = False) -> list[TensorSpec]:
-    if multi_image:  # no in-graph postprocessing: original sizes differ per image
-        return [IMAGE_EMBEDDINGS_MULTI, IMAGE_INDEX, POINT_COORDS, POINT_LABELS, MASK_INPUT, HAS_MASK_INPUT]
-    specs = [IMAGE_EMBEDDINGS, POINT_COORDS, POINT_LABELS, MASK_INPUT, HAS_MASK_INPUT]
-    return specs + [ORIG_IM_SIZE] if postprocess else specs
-
-
-# segment-anything's official export (SamOnnxModel): the same names, one prompt per call, float sizes.
-OFFICIAL_INPUTS = [
-    IMAGE_EMBEDDINGS,
-    TensorSpec("point_coords", "float32", (1, N, 2), POINT_COORDS.doc),
-    TensorSpec("point_labels", "float32", (1, N), "1 fg, 0 bg, 2/3 box corners, -1 SAM padding"),
-    TensorSpec("mask_input", "float32", (1, 1, LOW_RES_SIZE, LOW_RES_SIZE), MASK_INPUT.doc),
-    TensorSpec("has_mask_input", "float32", (1,), HAS_MASK_INPUT.doc),
-    TensorSpec("orig_im_size", "float32", (2,), "original image (H, W) as floats"),
-]
-
-
-def official_output_specs(mask_output: MaskOutput) -> list[TensorSpec]:
-    return [TensorSpec(s.name, s.dtype, (1, *s.dims[1:]), s.doc) for s in output_specs(mask_output, postprocess=True)]
-
-
 def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[TensorSpec]:
     m = mask_output.count
     specs = [
@@ -144,20 +120,23 @@ def output_specs(mask_output: MaskOutput, postprocess: bool = True) -> list[Tens
 
 @dataclass(frozen=True)
 class GraphLayout:
-    """Which inputs and outputs a graph has: the mask tokens it returns, whether it resizes masks to
-    the original size itself, and whether it takes several images (the multi-image flavor)."""
+    """Which inputs and outputs a graph has: the decoder family whose contract it follows, the mask
+    tokens it returns, whether it resizes masks to the original size itself, whether it takes several
+    images (the multi-image flavor), and whose signature it has."""
 
     mask_output: MaskOutput = MaskOutput.MULTI
     postprocess: bool = True
     multi_image: bool = False
     signature: Signature = Signature.SEGDEPLOY
-    family: str = "sam1"  # the decoder family (segdeploy.families); its specs replace the ones below
+    # A segdeploy.families.base.Family (not imported: families build on this module); its specs are
+    # the graph's inputs and outputs.
+    family: Family = field(kw_only=True)  # noqa: F821
 
     def __post_init__(self) -> None:
         if self.multi_image and self.postprocess:
             raise ValueError("the multi-image flavor has no in-graph postprocessing")
-        if self.family != "sam1" and self.signature is Signature.OFFICIAL:
-            raise ValueError("the official signature is segment-anything's (sam1 family)")
+        if self.signature not in self.family.signatures:
+            raise ValueError(f"the {self.signature.value} signature is not one of the {self.family.name} family's")
         official = self.signature is Signature.OFFICIAL
         if official and (self.multi_image or not self.postprocess or self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST)):
             raise ValueError("the official signature is single-image, postprocessed, with mask output all or best")
@@ -169,18 +148,10 @@ class GraphLayout:
         return self.signature is Signature.OFFICIAL
 
     def inputs(self) -> list[TensorSpec]:
-        if self.family != "sam1":
-            from segdeploy.families import get_family
-
-            return get_family(self.family).input_specs(self)
-        return list(OFFICIAL_INPUTS) if self.official else input_specs(self.postprocess, self.multi_image)
+        return self.family.input_specs(self)
 
     def outputs(self) -> list[TensorSpec]:
-        if self.family != "sam1":
-            from segdeploy.families import get_family
-
-            return get_family(self.family).output_specs(self)
-        return official_output_specs(self.mask_output) if self.official else output_specs(self.mask_output, self.postprocess)
+        return self.family.output_specs(self)
 
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs()]
@@ -224,5 +195,5 @@ META_PREFIX = "segdeploy."
 META_KEYS = (
     "version", "contract_version", "variant", "weights", "weights_sha256", "random_seed",
     "opset", "mask_output", "postprocess", "precision", "attention", "upscale", "target", "images", "signature",
-    "family",  # written for families other than sam1; absent means sam1
+    "family",  # absent: the registry's default family (graphs written before families existed)
 )

@@ -10,8 +10,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from segdeploy import __version__, contract
+from segdeploy import contract
+from segdeploy.version import __version__
 from segdeploy.attention_op import ATTENTION_OPSET, fuse_attention
 from segdeploy.contract import MaskOutput
 from segdeploy.errors import BadInputError
@@ -27,7 +29,11 @@ from segdeploy.forms import (
 )
 from segdeploy.graph_io import set_metadata, write_atomically
 from segdeploy.graph_passes import optimize_graph
-from segdeploy.weights import WeightsInfo
+from segdeploy.registry import default_variant, family_metadata, family_of_variant, load_decoder
+
+if TYPE_CHECKING:
+    from segdeploy.families.base import Family
+    from segdeploy.weights import WeightsInfo
 
 # The newest opset the TorchScript exporter in our supported torch versions writes.
 MAX_TRACE_OPSET = 20
@@ -38,7 +44,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ExportOptions:
-    variant: str = "sam_vit_b"
+    variant: str = field(default_factory=lambda: default_variant())
     checkpoint: Path | None = None
     seed: int = 0
     opset: int = contract.MIN_OPSET
@@ -53,10 +59,8 @@ class ExportOptions:
     signature: contract.Signature = contract.Signature.SEGDEPLOY
 
     @property
-    def family(self) -> str:
+    def family(self) -> Family:
         """The decoder family of ``variant`` (BadInputError for an unknown variant)."""
-        from segdeploy.families import family_of_variant
-
         return family_of_variant(self.variant)
 
     @property
@@ -64,9 +68,12 @@ class ExportOptions:
         family = self.family
         if self.multi_image and self.postprocess:
             raise BadInputError("the multi-image flavor resizes masks on the host (original sizes differ per image); drop --postprocess")
+        if self.signature not in family.signatures:
+            raise BadInputError(
+                f"--signature {self.signature.value} is not one of the {family.title} family's signatures; "
+                f"{self.variant} is a {family.name} decoder (use --signature {contract.Signature.SEGDEPLOY.value})"
+            )
         if self.signature is contract.Signature.OFFICIAL:
-            if family != "sam1":
-                raise BadInputError(f"--signature official is segment-anything's SamOnnxModel export; {self.variant} is a {family} decoder")
             if self.multi_image or self.postprocess is False:
                 raise BadInputError("--signature official is the official export's: one image, masks at the original size (drop --multi-image/--no-postprocess)")
             if self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST):
@@ -74,7 +81,7 @@ class ExportOptions:
         elif self.mask_output is MaskOutput.BEST:
             raise BadInputError("--mask-output best is the official export's selection; use it with --signature official")
         postprocess = not self.multi_image if self.postprocess is None else self.postprocess
-        return contract.GraphLayout(self.mask_output, postprocess, self.multi_image, self.signature, family)
+        return family.layout(self.mask_output, postprocess, self.multi_image, self.signature)
 
     @property
     def form(self) -> GraphForm:
@@ -143,9 +150,7 @@ def validate_form(form: GraphForm, opset: int) -> None:
 
 
 def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, str]:
-    family = options.layout.family
-    extra = {} if family == "sam1" else {"family": family}  # absent means sam1: SAM 1 graphs stay as they were
-    return extra | {
+    return family_metadata(options.layout.family) | {
         "version": __version__,
         "contract_version": contract.CONTRACT_VERSION,
         "variant": weights.variant,
@@ -162,29 +167,6 @@ def graph_metadata(weights: WeightsInfo, options: ExportOptions) -> dict[str, st
         "upscale": options.form.upscale.value,
         "target": options.target.value,
     }
-
-
-def example_inputs(layout: contract.GraphLayout, prompts: int = 2, points: int = 3):
-    """Inputs for tracing, shaped by the contract (values do not matter: nothing is data-dependent)."""
-    import torch
-
-    if layout.official:
-        prompts = 1
-    if layout.multi_image:  # two images, so the image count is traced as a dimension, not a constant
-        images = [torch.zeros((2, *contract.IMAGE_EMBEDDINGS.dims[1:])), torch.tensor([1, 0] * (prompts // 2) + [0] * (prompts % 2))]
-    else:
-        images = [torch.zeros(contract.IMAGE_EMBEDDINGS.dims)]
-    feeds = images + [
-        torch.zeros(prompts, points, 2),
-        torch.ones(prompts, points),
-        torch.zeros(prompts, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
-        torch.zeros(prompts),
-    ]
-    if layout.official:  # float sizes, as the official export takes them
-        feeds.append(torch.tensor([1500.0, 2250.0]))
-    elif layout.postprocess:
-        feeds.append(torch.tensor([contract.MODEL_INPUT_SIZE, contract.MODEL_INPUT_SIZE], dtype=torch.int64))
-    return tuple(feeds)
 
 
 def declare_contract_shapes(values, specs: list[contract.TensorSpec]) -> None:
@@ -214,9 +196,7 @@ def trace_to_onnx(graph_module, options: ExportOptions):
         spec.name: {i: d for i, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs + outputs
     }
     buffer = io.BytesIO()
-    from segdeploy.families import get_family
-
-    feeds = get_family(layout.family).example_inputs(layout)
+    feeds = layout.family.example_inputs(layout)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -240,17 +220,15 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     """Export the decoder described by ``options``; returns what was written."""
     import onnx
 
-    from segdeploy.families import get_family
-
     say = progress or (lambda _msg: None)
     form = options.form
     validate_opset(options.opset, form.attention)
     validate_form(form, options.opset)
     layout = options.layout
-    family = get_family(layout.family)
+    family = layout.family
     started = time.perf_counter()
     say("loading weights")
-    decoder, weights = family.load_decoder(options.variant, options.checkpoint, options.seed)
+    decoder, weights = load_decoder(options.variant, options.checkpoint, options.seed)
     graph_module = family.decoder_graph(decoder, layout, form).eval()
     say("tracing to ONNX")
     model = trace_to_onnx(graph_module, options)

@@ -20,7 +20,6 @@ from segdeploy.compare import (
     contract_problems,
 )
 from segdeploy.errors import BadInputError
-from segdeploy.families import get_family
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
 from segdeploy.provenance import foreign_graph, graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
@@ -196,16 +195,16 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     tolerance = contract.TOLERANCES[precision]
     seed = options.seed if options.seed is not None else secrets.randbits(31)
 
-    reference: Runner = TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature, family=layout.family)
+    reference: Runner = TorchRunner(decoder, layout)
     if layout.official:
         from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
 
         reference = PromptByPromptRunner(reference, layout)
     if candidate is None and options.engine is not None:
         check_engine_source(options.engine, options.onnx)
-        candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, postprocess, mask_output, engine=options.engine, multi_image=multi_image, signature=layout.signature, family=layout.family)
+        candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, layout, engine=options.engine)
     if candidate is None:
-        candidate = make_runner(options.backend, options.onnx, metadata, postprocess, mask_output, threads=options.threads, multi_image=multi_image, signature=layout.signature, family=layout.family)
+        candidate = make_runner(options.backend, options.onnx, metadata, layout, threads=options.threads)
     report = VerifyReport(
         graph=str(options.onnx),
         reference=reference.name,
@@ -220,7 +219,7 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     if report.contract_problems:  # running would only fail on names; report the drift itself
         report.seconds = time.perf_counter() - started
         return report
-    cases = get_family(layout.family).draw_cases(np.random.default_rng(seed), options.cases, layout)
+    cases = layout.family.draw_cases(np.random.default_rng(seed), options.cases, layout)
     if options.engine is not None:  # an engine takes what it was built for: the other rows are listed, not run
         why_not = engine_refusal(options.engine)
         refusals = [why_not(case.feeds) for case in cases]

@@ -1,5 +1,6 @@
-"""Loading decoder weights: official SAM / MobileSAM checkpoints, decoder-only files, safetensors,
-or seeded random weights scaled to give realistic mask logits. Never unpickles arbitrary objects."""
+"""Reading decoder weights, for every family: .pth/.pt (weights only) and safetensors files, the
+provenance a graph records, and one-line errors for files that do not fit. Never unpickles
+arbitrary objects. Each family maps its checkpoints' keys (``families/<name>/weights.py``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from pathlib import Path
 import torch
 
 from segdeploy.errors import BadInputError
-from segdeploy.model import DEFAULT_VARIANT, VARIANTS, SamDecoder
 
-DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 # Random weights are scaled so the mask logits' standard deviation is about this, as with trained
 # SAM weights (default initialisation gives logits under 1, which would make verify test nothing).
 RANDOM_LOGIT_STD = 12.0
@@ -70,18 +69,27 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def decoder_state(state: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """Keep the prompt_encoder.* and mask_decoder.* entries (image_encoder.* and the rest are ignored)."""
-    kept = {k: v for k, v in state.items() if k.startswith(DECODER_PREFIXES)}
-    if not kept and any(k.startswith("sam_mask_decoder.") for k in state):
-        raise BadInputError(f"{path} is a SAM 2 checkpoint (sam_mask_decoder.* keys); pass a SAM 2 variant, e.g. --variant sam2.1_hiera_large")
+class CheckpointLayoutError(BadInputError):
+    """A checkpoint holds none of the keys a family's decoder reads; ``keys`` are the file's, so the
+    registry can name the family it belongs to."""
+
+    def __init__(self, message: str, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+def decoder_state(state: Mapping[str, torch.Tensor], path: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Keep the entries under ``prefixes`` (an image encoder and the rest are ignored); a
+    CheckpointLayoutError when there are none."""
+    kept = {k: v for k, v in state.items() if k.startswith(prefixes)}
     if not kept:
         sample = ", ".join(sorted(state)[:3]) or "no keys"
-        raise BadInputError(f"{path} has no prompt_encoder.* or mask_decoder.* weights (found {sample})")
+        names = " or ".join(f"{prefix}*" for prefix in prefixes)
+        raise CheckpointLayoutError(f"{path} has no {names} weights (found {sample})", list(state))
     return kept
 
 
-def check_fits(model: SamDecoder | Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path) -> None:
+def check_fits(model: torch.nn.Module | Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Raise a one-line error naming the first keys or shapes that don't fit the decoder (or the
     state dict given in its place, e.g. under the key names the file uses)."""
     expected = model if isinstance(model, Mapping) else model.state_dict()
@@ -101,52 +109,3 @@ def check_fits(model: SamDecoder | Mapping[str, torch.Tensor], state: Mapping[st
         problems.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
     if problems:
         raise BadInputError(f"{path} does not fit the SAM decoder: " + "; ".join(problems))
-
-
-def random_decoder(variant: str, seed: int) -> SamDecoder:
-    """A decoder with seeded random weights whose mask logits have a realistic scale."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SamDecoder(VARIANTS[variant]).eval()
-        _scale_hypernetworks(model)
-    return model
-
-
-def _scale_hypernetworks(model: SamDecoder) -> None:
-    """Scale the hypernetworks' last layers so the low-res mask logits reach RANDOM_LOGIT_STD.
-
-    Calibrated on one fixed synthetic prompt drawn from the already-seeded RNG, so it is
-    deterministic for a seed.
-    """
-    from segdeploy.contract import MaskOutput
-    from segdeploy.model import DecoderGraph
-
-    graph = DecoderGraph(model, MaskOutput.ALL, postprocess=False)
-    embeddings = 0.5 * torch.randn(1, 256, 64, 64)
-    coords = torch.rand(4, 3, 2) * 1024
-    labels = torch.tensor([[1.0, 0.0, -1.0]] * 4)
-    with torch.no_grad():
-        _, logits = graph(embeddings, coords, labels, torch.zeros(4, 1, 256, 256), torch.zeros(4))
-        factor = RANDOM_LOGIT_STD / float(logits.std())
-        for mlp in model.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(factor)
-            mlp.layers[-1].bias.mul_(factor)
-
-
-def load_decoder(
-    variant: str = DEFAULT_VARIANT, checkpoint: Path | None = None, seed: int = 0
-) -> tuple[SamDecoder, WeightsInfo]:
-    """Build a decoder from a checkpoint, or from seeded random weights when none is given; a
-    variant of another family (SAM 2) is built by that family."""
-    if variant not in VARIANTS:
-        from segdeploy.families import family_of_variant, get_family
-
-        return get_family(family_of_variant(variant)).load_decoder(variant, checkpoint, seed)
-    if checkpoint is None:
-        return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
-    checkpoint = Path(checkpoint)
-    state = decoder_state(read_checkpoint(checkpoint), checkpoint)
-    model = SamDecoder(VARIANTS[variant])
-    check_fits(model, state, checkpoint)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), WeightsInfo(variant=variant, sha256=file_sha256(checkpoint), path=str(checkpoint))

@@ -2,14 +2,14 @@
 
 Its package ``__init__`` imports torchvision, which does not import beside the CPU torch build on
 these machines; the oracle needs only ``modeling`` and ``utils.onnx``, which
-``segdeploy.baseline.import_official`` loads with or without torchvision.
+``segdeploy.families.sam1.baseline.import_official`` loads with or without torchvision.
 """
 
 from __future__ import annotations
 
 import torch
 
-from segdeploy.baseline import import_official
+from segdeploy.families.sam1.baseline import import_official
 
 
 def official_decoder(state_dict: dict[str, torch.Tensor]):

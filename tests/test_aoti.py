@@ -19,6 +19,9 @@ from typer.testing import CliRunner
 from segdeploy import contract
 from segdeploy.cli import app
 from segdeploy.errors import BadInputError, MissingDependencyError
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -88,7 +91,7 @@ def test_sidecar_records_what_the_package_is(package, exported):
 
 def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
     """The whole matrix, less the rows the package was not built for (listed, not failed)."""
-    from segdeploy.cases import MATRIX
+    from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
 
     report = tmp_path / "verify.json"
     result = runner.invoke(app, ["verify", "--engine", str(package), "--seed", str(fresh_seed), "--report", str(report)])
@@ -148,7 +151,8 @@ def test_verify_refuses_a_package_built_from_another_graph(package, exported, tm
 
 
 def test_calls_outside_the_compiled_ranges_are_refused(package, rng):
-    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+    from segdeploy.families.sam1.cases import draw_case
     from segdeploy.runners.aoti_runner import AotiRunner
 
     case = draw_case(MATRIX[-1], rng)  # 32 prompts; the package takes 1..8
@@ -247,10 +251,11 @@ def test_multi_image_graph_exports_with_a_dynamic_image_count(exported_multi, tm
     """The multi-image flavor traced for a package (without the minute of compiling): the image count
     is a dim with the --images range, and the traced program equals the eager model on a drawn case."""
     from segdeploy.aoti.builder import export_program, plan_package
-    from segdeploy.cases import MULTI_IMAGE_MATRIX, draw_case
+    from segdeploy.families.sam1.cases import SAM1_MULTI_IMAGE_MATRIX as MULTI_IMAGE_MATRIX
+    from segdeploy.families.sam1.cases import draw_case
     from segdeploy.runners.torch_runner import TorchRunner
     from segdeploy.tensorrt.profiles import Range
-    from segdeploy.weights import load_decoder
+    from segdeploy.families.sam1.weights import load_decoder
 
     options = plan_package(exported_multi.path, tmp_path / "m.pt2", prompts=Range(1, 4, 32), points=Range(1, 3, 16), images=Range(1, 2, 8))
     program, layout, form, _ = export_program(options)
@@ -262,7 +267,7 @@ def test_multi_image_graph_exports_with_a_dynamic_image_count(exported_multi, tm
 
     with torch.no_grad():
         traced = program.module()(*(torch.from_numpy(case.feeds[s.name]) for s in layout.inputs()))
-    with TorchRunner(load_decoder(seed=0)[0], layout.mask_output, False, form=form, multi_image=True) as eager:
+    with TorchRunner(load_decoder(seed=0)[0], SAM1.layout(layout.mask_output, False, True), form=form) as eager:
         expected = eager.infer(case.feeds)
     for name, value in zip(layout.output_names(), traced):
         assert np.abs(value.numpy() - expected[name]).max() < 1e-4, name
@@ -294,7 +299,7 @@ def test_sam2_package_records_its_family_and_passes_verify(sam2_package, sam2_al
     from segdeploy.aoti.sidecar import read_sidecar
 
     sidecar = read_sidecar(sam2_package)
-    assert sidecar.family == "sam2" and sidecar.variant == "sam2.1_hiera_tiny" and sidecar.layout.family == "sam2"
+    assert sidecar.family == "sam2" and sidecar.variant == "sam2.1_hiera_tiny" and sidecar.layout.family.name == "sam2"
     names = [io["name"] for io in sidecar.io]
     assert names[:3] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1"] and names[-1] == "object_score_logits"
     report = tmp_path / "verify.json"
@@ -318,7 +323,7 @@ def test_sam2_program_equals_eager_and_leaves_eager_working(sam2_exported, tmp_p
     import torch
 
     from segdeploy.aoti.builder import export_program, plan_package
-    from segdeploy.families import get_family
+    from segdeploy.registry import get_family
     from segdeploy.families.sam2.model import _block_order_rows
     from segdeploy.runners.torch_runner import TorchRunner
     from segdeploy.tensorrt.profiles import Range
@@ -330,7 +335,7 @@ def test_sam2_program_equals_eager_and_leaves_eager_working(sam2_exported, tmp_p
     case = family.draw_cases(rng, 5, layout)[-1]  # 7 ragged mixed prompts at 480x640
     with torch.no_grad():
         traced = program.module()(*(torch.from_numpy(case.feeds[s.name]) for s in layout.inputs()))
-    with TorchRunner(family.load_decoder("sam2.1_hiera_tiny", None, 0)[0], layout.mask_output, True, form=form, family="sam2") as eager:
+    with TorchRunner(family.load_decoder("sam2.1_hiera_tiny", None, 0)[0], family.layout(layout.mask_output, True), form=form) as eager:
         expected = eager.infer(case.feeds)
     for name, value in zip(layout.output_names(), traced):
         limit = 1e-3 if name == "masks" else 1e-4  # separable resize: the same function, other rounding
@@ -342,7 +347,7 @@ def test_triton_repo_carries_a_package_and_its_sidecar(sam2_package, tmp_path, r
     and the copy loads there (Decoder.load checks it against the sidecar) with the same results."""
     from segdeploy import Decoder
     from segdeploy.aoti.sidecar import read_sidecar
-    from segdeploy.families import get_family
+    from segdeploy.registry import get_family
 
     result = runner.invoke(app, ["triton-repo", str(sam2_package), "--backend", "python", "--out", str(tmp_path / "repo")])
     assert result.exit_code == 0, result.output

@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 
 from segdeploy.bench import BenchOptions, BenchReport, BenchRow, plot_figure, run_bench
 from segdeploy.cli import app
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 
 def test_bench_with_official_baseline_writes_json_csv_png(exported, tmp_path):
@@ -57,7 +60,7 @@ def test_official_baseline_imports_without_torchvision():
     """segment-anything's __init__ imports torchvision; its modeling and ONNX wrapper must not need it."""
     script = (
         "import sys; sys.modules['torchvision'] = None\n"  # None in sys.modules: every import of it fails
-        "from segdeploy.baseline import import_official\n"
+        "from segdeploy.families.sam1.baseline import import_official\n"
         "modeling, onnx_utils = import_official()\n"
         "print(modeling.MaskDecoder.__module__, onnx_utils.SamOnnxModel.__module__)\n"
     )
@@ -96,7 +99,7 @@ def test_onnxruntime_threads_stop_spinning_only_beside_a_torch_backend(exported)
     from segdeploy.runners.ort_runner import OrtRunner
 
     def ort() -> OrtRunner:
-        return OrtRunner(exported.path, contract.input_specs(True), ["masks", "iou_predictions", "low_res_masks"])
+        return OrtRunner(exported.path, SAM1.layout().inputs(), ["masks", "iou_predictions", "low_res_masks"])
 
     alone = {"onnxruntime": ort()}
     assert not quiet_onnxruntime_threads(alone) and alone["onnxruntime"].spinning

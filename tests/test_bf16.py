@@ -17,7 +17,7 @@ from typed_graphs import assert_precision_policy
 from segdeploy.cli import app
 from segdeploy.contract import TOLERANCES, MaskOutput
 from segdeploy.export import ExportOptions
-from segdeploy.families import get_family
+from segdeploy.registry import get_family
 from segdeploy.forms import AttentionForm, GraphForm, Precision, Target, UpscaleForm
 from segdeploy.graph_io import read_metadata
 from segdeploy.runners.reference_runner import ReferenceRunner
@@ -106,7 +106,7 @@ def test_bf16_graph_numerics_against_fp32(bf16_export, fresh_seed):
             assert name not in outputs or outputs[name].passed, render_report(report)
 
     decoder, _ = get_family(family).load_decoder(options.variant, None, 0)  # the graph's weights: seed 0
-    fp16 = TorchRunner(decoder, MaskOutput.MULTI, True, form=GraphForm(AttentionForm.PLAIN, UpscaleForm.MATMUL, Precision.FP16), family=family)
+    fp16 = TorchRunner(decoder, get_family(family).layout(MaskOutput.MULTI, True), form=GraphForm(AttentionForm.PLAIN, UpscaleForm.MATMUL, Precision.FP16))
     fp16_report = verify_graph(VerifyOptions(onnx=graph, cases=2, seed=fresh_seed), candidate=fp16)
 
     def mean_logit_error(verified):

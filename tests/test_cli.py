@@ -11,6 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from segdeploy.cli import app
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 runner = CliRunner()
 
@@ -91,14 +94,15 @@ def test_import_is_light():
 
 def test_runner_rejects_malformed_feeds(exported, rng):
     from segdeploy import contract
-    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+    from segdeploy.families.sam1.cases import draw_case
     from segdeploy.contract import MaskOutput
     from segdeploy.errors import BadInputError
     from segdeploy.runners.ort_runner import OrtRunner
 
     feeds = draw_case(MATRIX[2], rng).feeds
     names = [s.name for s in contract.output_specs(MaskOutput.MULTI, True)]
-    with OrtRunner(exported.path, contract.input_specs(True), names) as ort_runner:
+    with OrtRunner(exported.path, SAM1.layout().inputs(), names) as ort_runner:
         for change, message in [
             ({"point_labels": np.full_like(feeds["point_labels"], 4.0)}, "valid labels"),
             ({"orig_im_size": np.array([0, 10], np.int64)}, "positive"),

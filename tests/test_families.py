@@ -8,15 +8,16 @@ import pytest
 from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
-from segdeploy.families import FAMILY_NAMES, all_variants, family_from_metadata, family_of_variant, get_family
+from segdeploy.registry import FAMILY_NAMES, all_variants, family_from_metadata, family_of_variant, get_family
 from segdeploy.graph_io import read_metadata
 from segdeploy.provenance import graph_layout, layout_from_io
 from segdeploy.tensorrt.profiles import EngineProfile
+SAM1, SAM2 = get_family("sam1"), get_family("sam2")
 
 
 def test_every_variant_has_one_family():
-    assert family_of_variant("mobile_sam") == "sam1"
-    assert family_of_variant("sam2_hiera_base_plus") == family_of_variant("sam2.1_hiera_large") == "sam2"
+    assert family_of_variant("mobile_sam").name == "sam1"
+    assert family_of_variant("sam2_hiera_base_plus").name == family_of_variant("sam2.1_hiera_large").name == "sam2"
     assert len(all_variants()) == len(set(all_variants())) == 12
     for name in FAMILY_NAMES:
         family = get_family(name)
@@ -28,9 +29,9 @@ def test_every_variant_has_one_family():
 def test_sam1_graphs_carry_no_family_key_and_read_as_sam1(exported_model):
     metadata = read_metadata(exported_model)
     assert "family" not in metadata
-    assert family_from_metadata(metadata) == "sam1"
+    assert family_from_metadata(metadata).name == "sam1"
     layout, _ = graph_layout(metadata, "g.onnx")
-    assert layout.family == "sam1" and [s.name for s in layout.inputs()] == [s.name for s in contract.input_specs(True)]
+    assert layout.family.name == "sam1" and [s.name for s in layout.inputs()] == [s.name for s in SAM1.layout().inputs()]
 
 
 def test_unknown_family_is_one_line(exported_model):
@@ -43,7 +44,7 @@ def test_unknown_family_is_one_line(exported_model):
 @pytest.mark.parametrize("postprocess,multi_image,mask_output", [(True, False, MaskOutput.MULTI), (False, False, MaskOutput.SINGLE), (False, True, MaskOutput.ALL)])
 def test_sam2_layouts_are_recognised_from_io(postprocess, multi_image, mask_output):
     """Engines and packages carry no ONNX metadata: their family comes from the declared inputs."""
-    layout = GraphLayout(mask_output, postprocess, multi_image, family="sam2")
+    layout = GraphLayout(mask_output, postprocess, multi_image, family=SAM2)
     outputs = {s.name: list(s.dims) for s in layout.outputs()}
     assert layout_from_io([s.name for s in layout.inputs()], outputs) == layout
     assert outputs["object_score_logits"] == [contract.DimName.PROMPTS.value, 1]
@@ -52,16 +53,16 @@ def test_sam2_layouts_are_recognised_from_io(postprocess, multi_image, mask_outp
 
 
 def test_profiles_follow_the_family():
-    sam1 = EngineProfile().shapes()
-    assert list(sam1) == [s.name for s in contract.input_specs(True)]
-    sam2 = EngineProfile().shapes(family="sam2")
+    sam1 = EngineProfile().shapes(SAM1.layout())
+    assert list(sam1) == [s.name for s in SAM1.layout().inputs()]
+    sam2 = EngineProfile().shapes(SAM2.layout())
     assert sam2["high_res_feats_0"] == ((1, 32, 256, 256),) * 3 and sam2["high_res_feats_1"] == ((1, 64, 128, 128),) * 3
     assert {k: v for k, v in sam2.items() if not k.startswith("high_res")} == sam1
 
 
 def test_official_signature_stays_sam1():
     with pytest.raises(ValueError):
-        GraphLayout(MaskOutput.ALL, True, signature=contract.Signature.OFFICIAL, family="sam2")
+        GraphLayout(MaskOutput.ALL, True, signature=contract.Signature.OFFICIAL, family=SAM2)
 
 
 def test_exported_model_is_unchanged_by_the_family_refactor(exported_model):

@@ -13,6 +13,9 @@ from segdeploy.export import ExportOptions, export_onnx
 from segdeploy.flops import count_flops
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.verify import VerifyOptions, render_report, verify_graph
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 FORMS = [(a, u) for a in AttentionForm for u in UpscaleForm]
 
@@ -35,7 +38,7 @@ def test_targets_pick_their_forms(tmp_path):
 
 
 def flops_per_prompt(path, points: int) -> float:
-    feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), postprocess=True)
+    feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), postprocess=True, family=SAM1)
     return count_flops(path, feeds).per_prompt
 
 
@@ -82,8 +85,8 @@ def test_channels_last_weights_follow_the_module_to_another_device():
 
     from segdeploy.contract import MaskOutput
     from segdeploy.forms import GraphForm
-    from segdeploy.model import DecoderGraph
-    from segdeploy.weights import load_decoder
+    from segdeploy.families.sam1.graph import SamDecoderGraph as DecoderGraph
+    from segdeploy.families.sam1.weights import load_decoder
 
     decoder, _ = load_decoder(seed=1)
     graph = DecoderGraph(decoder, MaskOutput.MULTI, True, GraphForm(AttentionForm.FEWTOKEN, UpscaleForm.MATMUL)).to("meta")

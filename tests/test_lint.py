@@ -145,8 +145,8 @@ def test_fewtoken_form_is_reported_as_not_fusable(exported):
 
 
 def test_the_official_export_does_not_lint_clean(tmp_path):
-    from segdeploy.baseline import export_official
-    from segdeploy.weights import load_decoder
+    from segdeploy.families.sam1.baseline import export_official
+    from segdeploy.families.sam1.weights import load_decoder
 
     path = export_official(load_decoder(seed=0)[0].state_dict(), tmp_path / "official.onnx")
     found = {rule for rule, _ in rules(path)}

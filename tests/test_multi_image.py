@@ -13,18 +13,24 @@ from test_verify import perturb_one_weight
 from typer.testing import CliRunner
 
 from segdeploy import contract
-from segdeploy.cases import MULTI_IMAGE_MATRIX, draw_case, single_prompt
+from segdeploy.cases import single_prompt
+from segdeploy.families.sam1.cases import SAM1_MULTI_IMAGE_MATRIX as MULTI_IMAGE_MATRIX
+from segdeploy.families.sam1.cases import draw_case
 from segdeploy.cli import app
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.forms import GraphForm
 from segdeploy.graph_io import read_metadata, value_specs
-from segdeploy.model import DecoderGraph, MultiImageDecoderGraph
+from segdeploy.families.sam1.graph import MultiImageDecoderGraph
+from segdeploy.families.sam1.graph import SamDecoderGraph as DecoderGraph
 from segdeploy.runners.ort_runner import OrtRunner
 from segdeploy.tensorrt.profiles import EngineProfile, Range
-from segdeploy.weights import load_decoder
+from segdeploy.families.sam1.weights import load_decoder
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 runner = CliRunner()
-MULTI = GraphLayout(MaskOutput.ALL, postprocess=False, multi_image=True)
+MULTI = GraphLayout(MaskOutput.ALL, postprocess=False, multi_image=True, family=SAM1)
 
 
 def test_multi_image_graph_follows_its_contract(exported_multi):
@@ -56,7 +62,7 @@ def test_eager_multi_image_equals_single_image_module_per_prompt(form, fresh_see
         for b in range(case.spec.prompts):
             feeds = single_prompt(case, b)
             feeds[contract.IMAGE_EMBEDDINGS.name] = case.feeds[contract.IMAGE_EMBEDDINGS.name][case.feeds["image_index"][b]][None]
-            one_iou, one_low = single(*(torch.from_numpy(feeds[s.name]) for s in contract.input_specs(False)))
+            one_iou, one_low = single(*(torch.from_numpy(feeds[s.name]) for s in SAM1.layout(postprocess=False).inputs()))
             assert torch.abs(one_low[0] - low[b]).max() <= 1e-3
             assert torch.abs(one_iou[0] - iou[b]).max() <= 1e-4
 
@@ -92,7 +98,7 @@ def test_tensorrt_form_lints_clean_and_profiles_carry_an_image_range(tmp_path):
     assert "--minShapes=image_embeddings:1x256x64x64,image_index:1" in line.output
     assert "--maxShapes=image_embeddings:8x256x64x64,image_index:32" in line.output
     assert "orig_im_size" not in line.output
-    shapes = EngineProfile(images=Range(2, 3, 5)).shapes(postprocess=False, multi_image=True)
+    shapes = EngineProfile(images=Range(2, 3, 5)).shapes(SAM1.layout(MaskOutput.MULTI, postprocess=False, multi_image=True))
     assert shapes["image_embeddings"] == ((2, 256, 64, 64), (3, 256, 64, 64), (5, 256, 64, 64))
 
 

@@ -12,13 +12,14 @@ from oracle import official_onnx_model
 from test_verify import perturb_one_weight
 from typer.testing import CliRunner
 
-from segdeploy.baseline import export_official
+from segdeploy.families.sam1.baseline import export_official
 from segdeploy.cli import app
-from segdeploy.contract import OFFICIAL_INPUTS, MaskOutput, Signature
+from segdeploy.contract import MaskOutput, Signature
+from segdeploy.families.sam1.contract import OFFICIAL_INPUTS
 from segdeploy.export import ExportOptions, export_onnx
 from segdeploy.graph_io import value_specs
-from segdeploy.runtime.prompts import to_model_frame
-from segdeploy.weights import load_decoder
+from segdeploy.families.sam1.rules import to_model_frame
+from segdeploy.families.sam1.weights import load_decoder
 
 runner = CliRunner()
 NOTEBOOK_SIZE = (1200, 1800)  # the official ONNX example's truck.jpg

@@ -8,11 +8,15 @@ import torch
 from oracle import official_decoder, official_predict
 
 from segdeploy import contract
-from segdeploy.cases import MATRIX, draw_case
+from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+from segdeploy.families.sam1.cases import draw_case
 from segdeploy.contract import Label, MaskOutput
-from segdeploy.model import DecoderGraph
+from segdeploy.families.sam1.graph import SamDecoderGraph as DecoderGraph
 from segdeploy.runners.ort_runner import OrtRunner
-from segdeploy.weights import load_decoder
+from segdeploy.families.sam1.weights import load_decoder
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 LOGIT_ABS, LOGIT_REL, IOU_ABS = 1e-3, 1e-4, 1e-4
 
@@ -66,7 +70,7 @@ def test_eager_matches_official(spec, fresh_seed):
     case = draw_case(spec, rng)
     graph = DecoderGraph(decoder, MaskOutput.MULTI, postprocess=False)
     with torch.no_grad():
-        iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in contract.input_specs(False)))
+        iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in SAM1.layout(postprocess=False).inputs()))
     want = official_outputs(holder, case.feeds, MaskOutput.MULTI)
     assert_logits_close(low.numpy(), want["low_res_masks"])
     assert np.abs(iou.numpy() - want["iou_predictions"]).max() <= IOU_ABS
@@ -78,7 +82,7 @@ def test_onnx_matches_official(spec, exported, fresh_seed):
     decoder, _ = load_decoder(seed=0)  # the session graph's weights
     holder = official_decoder(decoder.state_dict())
     case = draw_case(spec, np.random.default_rng(fresh_seed))
-    specs = contract.input_specs(True)
+    specs = SAM1.layout().inputs()
     names = [s.name for s in contract.output_specs(MaskOutput.MULTI, True)]
     with OrtRunner(exported.path, specs, names) as runner:
         got = runner.infer(case.feeds)
@@ -96,7 +100,7 @@ def test_single_mask_output_is_token_zero(fresh_seed):
     case = draw_case(MATRIX[3], np.random.default_rng(fresh_seed), postprocess=False)
     graph = DecoderGraph(decoder, MaskOutput.SINGLE, postprocess=False)
     with torch.no_grad():
-        iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in contract.input_specs(False)))
+        iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in SAM1.layout(postprocess=False).inputs()))
     want = official_outputs(holder, case.feeds, MaskOutput.SINGLE)
     assert low.shape[1] == 1
     assert_logits_close(low.numpy(), want["low_res_masks"])

@@ -145,7 +145,7 @@ def write_random_checkpoint(path: Path, variant: str | None) -> None:
     import torch
 
     from segdeploy.contract import DEFAULT_VARIANT
-    from segdeploy.weights import load_decoder
+    from segdeploy.families.sam1.weights import load_decoder
 
     state = {k: v.contiguous() for k, v in load_decoder(variant or DEFAULT_VARIANT, seed=1)[0].state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

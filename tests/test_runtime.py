@@ -13,7 +13,7 @@ from predictor_oracle import official_predictor, set_embedding
 import segdeploy
 from segdeploy import Decoder, Prompt
 from segdeploy.errors import BadInputError
-from segdeploy.weights import load_decoder
+from segdeploy.families.sam1.weights import load_decoder
 
 SIZES = [(1024, 1024), (480, 640), (1500, 1000), (17, 23)]
 KINDS = ["click", "clicks", "box", "box+clicks", "box+mask", "clicks+mask"]
@@ -138,9 +138,8 @@ def test_single_image_graph_batches_per_image(exported_all, rng):
 
 def test_host_postprocess_equals_sam_and_in_graph(exported_all, rng):
     """Host-side resizing (multi-image path) gives SAM's Sam.postprocess_masks and the graph's masks."""
-    from segdeploy.baseline import import_official
-    from segdeploy.runtime.postprocess import upscale_to_original
-    from segdeploy.runtime.prompts import preprocess_shape
+    from segdeploy.families.sam1.baseline import import_official
+    from segdeploy.families.sam1.rules import preprocess_shape, upscale_to_original
 
     sam_postprocess = import_official()[0].Sam.postprocess_masks
     fake_sam = type("FakeSam", (), {"image_encoder": type("E", (), {"img_size": 1024})()})()

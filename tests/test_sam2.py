@@ -14,7 +14,7 @@ from sam2_oracle import official_outputs
 from segdeploy.cases import CaseSpec
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
-from segdeploy.families import get_family
+from segdeploy.registry import get_family
 from segdeploy.families.sam2.baseline import official_modules
 from segdeploy.families.sam2.cases import SAM2_MATRIX, draw_case
 from segdeploy.families.sam2.graph import stability_scores
@@ -61,7 +61,7 @@ def test_eager_matches_sam2_package(index, decoders, rng):
     spec = ROWS[index]
     decoder, holder = decoders[VARIANTS[index % 2]]
     case = draw_case(spec, rng, postprocess=False)
-    layout = GraphLayout(MaskOutput.MULTI, postprocess=False, family="sam2")
+    layout = GraphLayout(MaskOutput.MULTI, postprocess=False, family=get_family("sam2"))
     want = official_outputs(holder, case.feeds, multimask=True)
     assert_matches(run_graph(decoder, layout, case.feeds), want)
     if index % 2 == 0:
@@ -83,8 +83,8 @@ def test_single_mask_is_the_predictors_stability_choice(decoders, rng):
     for decoder, form in ((trained, GraphForm()), (shrunk, FEWTOKEN_MATMUL)):
         case = draw_case(spec, rng, postprocess=False)
         want = official_outputs(official_modules(decoder), case.feeds, multimask=False)
-        assert_matches(run_graph(decoder, GraphLayout(MaskOutput.SINGLE, postprocess=False, family="sam2"), case.feeds, form), want)
-        every = run_graph(decoder, GraphLayout(MaskOutput.ALL, postprocess=False, family="sam2"), case.feeds)
+        assert_matches(run_graph(decoder, GraphLayout(MaskOutput.SINGLE, postprocess=False, family=get_family("sam2")), case.feeds, form), want)
+        every = run_graph(decoder, GraphLayout(MaskOutput.ALL, postprocess=False, family=get_family("sam2")), case.feeds)
         stable += list(stability_scores(torch.from_numpy(every["low_res_masks"][:, :1]), 0.05).numpy()[:, 0] >= 0.98)
     assert any(stable) and not all(stable), stable
 
@@ -107,7 +107,7 @@ def test_official_checkpoint_layout_loads(tmp_path, fresh_seed):
 
 
 def test_checkpoint_mismatches_are_one_line(tmp_path):
-    from segdeploy.weights import load_decoder as load_any
+    from segdeploy.registry import load_decoder as load_any
 
     sam1 = tmp_path / "sam_vit_b.pth"
     torch.save(load_any("sam_vit_b", seed=1)[0].state_dict(), sam1)
@@ -127,5 +127,5 @@ def test_random_weights_are_seeded_and_scaled(rng):
     b, _ = load_decoder("sam2_hiera_base_plus", seed=5)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     case = draw_case(ROWS[2], rng, postprocess=False)
-    low = run_graph(a, GraphLayout(MaskOutput.MULTI, postprocess=False, family="sam2"), case.feeds)["low_res_masks"]
+    low = run_graph(a, GraphLayout(MaskOutput.MULTI, postprocess=False, family=get_family("sam2")), case.feeds)["low_res_masks"]
     assert 4.0 < low.std() < 40.0  # realistic logits (tens), like SAM 1's random weights

@@ -25,6 +25,9 @@ from segdeploy.families.sam2.baseline import import_sam2
 from segdeploy.families.sam2.cases import draw_case
 from segdeploy.families.sam2.model import VARIANTS
 from segdeploy.families.sam2.weights import OFFICIAL_PREFIXES, from_official, load_decoder
+from segdeploy.registry import get_family
+
+SAM2 = get_family("sam2")
 
 TINY = ("sam2_hiera_tiny", "sam2.1_hiera_tiny")
 # box corners, clicks, padding and ignored slots; the mask input is on for the first prompt only
@@ -70,7 +73,7 @@ def test_released_layout_loads_and_matches_sam2base(variant, tmp_path, fresh_see
     # (b) our graph's outputs are SAM2Base's own prompt encoder + mask decoder
     case = draw_case(PROMPTS, rng, postprocess=False)
     case.feeds["has_mask_input"][1:] = 0.0
-    layout = GraphLayout(MaskOutput.MULTI, postprocess=False, family="sam2")
+    layout = GraphLayout(MaskOutput.MULTI, postprocess=False, family=SAM2)
     assert_matches(run_graph(decoder, layout, case.feeds), official_outputs(model, case.feeds, multimask=True))
 
     # (c) the encoder-side projection segdeploy exposes is SAM2Base.forward_image's

@@ -22,6 +22,9 @@ from segdeploy.graph_io import read_metadata, value_specs
 from segdeploy.runners.factory import make_runner
 from segdeploy.runners.torch_runner import TorchRunner
 from segdeploy.verify import VerifyOptions, check_case, render_report, verify_graph
+from segdeploy.registry import get_family
+
+SAM2 = get_family("sam2")
 
 runner = CliRunner()
 VARIANT = "sam2.1_hiera_tiny"  # the session graphs' variant (conftest), random weights seed 0
@@ -31,7 +34,7 @@ def test_graph_declares_the_sam2_contract(sam2_exported):
     model = onnx.load(str(sam2_exported.path))
     meta = read_metadata(model)
     assert (meta["family"], meta["variant"], meta["contract_version"]) == ("sam2", VARIANT, "1")
-    layout = GraphLayout(MaskOutput.MULTI, postprocess=True, family="sam2")
+    layout = GraphLayout(MaskOutput.MULTI, postprocess=True, family=SAM2)
     assert contract_problems(value_specs(model.graph.input), value_specs(model.graph.output), layout) == []
     names = [v.name for v in model.graph.input]
     assert names[:3] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1"] and names[-1] == "orig_im_size"
@@ -49,8 +52,8 @@ def test_onnx_matches_eager_and_the_sam2_package(spec, sam2_exported, rng):
     decoder, _ = load_decoder(VARIANT, seed=0)
     case = draw_case(spec, rng)
     metadata = read_metadata(onnx.load(str(sam2_exported.path)))
-    with TorchRunner(decoder, MaskOutput.MULTI, True, family="sam2") as eager, make_runner(
-        "onnxruntime", sam2_exported.path, metadata, True, MaskOutput.MULTI, family="sam2"
+    with TorchRunner(decoder, SAM2.layout(MaskOutput.MULTI, True)) as eager, make_runner(
+        "onnxruntime", sam2_exported.path, metadata, SAM2.layout(MaskOutput.MULTI, True)
     ) as ort:
         result = check_case(eager, ort, case, TOLERANCES["fp32"])
         got = ort.infer(case.feeds)
@@ -106,14 +109,14 @@ def test_bench_against_the_sam2_modules_export(sam2_exported, tmp_path, rng):
     """The baseline (the sam2 modules exported as they are) computes our graph's function, with a
     dynamic prompt count; bench runs it beside ours."""
     from segdeploy.bench import BenchOptions, bench_feeds, run_bench
-    from segdeploy.families.sam2.baseline import export_official, official_runner
+    from segdeploy.bench import baseline_runner
 
     decoder, _ = load_decoder(VARIANT, seed=0)
-    baseline = export_official(decoder, tmp_path / "official.onnx")
-    feeds = bench_feeds(3, 4, (480, 640), rng, True, family="sam2")
+    baseline = SAM2.export_baseline(decoder, tmp_path / "official.onnx")
+    feeds = bench_feeds(3, 4, (480, 640), rng, True, family=SAM2)
     feeds["has_mask_input"] = np.array([1.0, 0.0, 1.0], np.float32)
     feeds["mask_input"] = (10 * rng.standard_normal(feeds["mask_input"].shape)).astype(np.float32)
-    with official_runner(baseline) as official, TorchRunner(decoder, MaskOutput.MULTI, True, family="sam2") as eager:
+    with baseline_runner(SAM2, baseline) as official, TorchRunner(decoder, SAM2.layout(MaskOutput.MULTI, True)) as eager:
         got, want = official.infer(feeds), eager.infer(feeds)
     assert np.abs(got["low_res_masks"] - want["low_res_masks"]).max() <= 1e-3
     assert np.abs(got["iou_predictions"] - want["iou_predictions"]).max() <= 1e-4

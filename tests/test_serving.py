@@ -20,6 +20,9 @@ from typer.testing import CliRunner
 from segdeploy import Decoder
 from segdeploy.cli import app
 from segdeploy.serving.server import free_port
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 pytest.importorskip("tritonclient.http")
 runner = CliRunner()
@@ -202,7 +205,7 @@ def _parse_config(path: Path):
 def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exported, exported_multi, tmp_path):
     from segdeploy.contract import GraphLayout, MaskOutput
 
-    for graph, layout in ((exported.path, GraphLayout(MaskOutput.MULTI)), (exported_multi.path, GraphLayout(MaskOutput.ALL, False, True))):
+    for graph, layout in ((exported.path, GraphLayout(MaskOutput.MULTI, family=SAM1)), (exported_multi.path, GraphLayout(MaskOutput.ALL, False, True, family=SAM1))):
         out = tmp_path / f"{backend}-{graph.stem}"
         result = runner.invoke(app, ["triton-repo", str(graph), "--out", str(out), "--backend", backend, "--instances", "2"])
         assert result.exit_code == 0, result.output
@@ -241,8 +244,8 @@ def test_tensorrt_repo_marks_the_shape_tensor(exported, tmp_path):
     from segdeploy.contract import GraphLayout, MaskOutput
     from segdeploy.serving.model_config import contract_tensors, render_config
 
-    text = render_config(backend="tensorrt", inputs=contract_tensors(GraphLayout(MaskOutput.MULTI).inputs(), tensorrt=True),
-                         outputs=contract_tensors(GraphLayout(MaskOutput.MULTI).outputs()), max_batch_size=0, queue_delay_us=None)
+    text = render_config(backend="tensorrt", inputs=contract_tensors(GraphLayout(MaskOutput.MULTI, family=SAM1).inputs(), tensorrt=True),
+                         outputs=contract_tensors(GraphLayout(MaskOutput.MULTI, family=SAM1).outputs()), max_batch_size=0, queue_delay_us=None)
     path = tmp_path / "config.pbtxt"
     path.write_text(text)
     config = _parse_config(path)

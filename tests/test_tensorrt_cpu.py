@@ -28,6 +28,9 @@ from segdeploy.tensorrt.profiles import (
 )
 from segdeploy.tensorrt.sidecar import Sidecar, check_in_profile, compatibility_problems
 from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 runner = CliRunner()
 
@@ -54,19 +57,19 @@ def test_parse_size_range():
 
 
 def test_profile_shapes_follow_the_contract():
-    shapes = EngineProfile(Range(1, 4, 8), Range(2, 3, 9), SizeRange((10, 20), (30, 40), (50, 60))).shapes()
+    shapes = EngineProfile(Range(1, 4, 8), Range(2, 3, 9), SizeRange((10, 20), (30, 40), (50, 60))).shapes(SAM1.layout())
     assert shapes["point_coords"] == ((1, 2, 2), (4, 3, 2), (8, 9, 2))
     assert shapes["point_labels"] == ((1, 2), (4, 3), (8, 9))
     assert shapes["mask_input"] == ((1, 1, 256, 256), (4, 1, 256, 256), (8, 1, 256, 256))
     assert shapes["has_mask_input"] == ((1,), (4,), (8,))
     assert shapes["image_embeddings"] == ((1, 256, 64, 64),) * 3
     assert shapes["orig_im_size"] == ((10, 20), (30, 40), (50, 60))  # values of the shape tensor
-    assert "orig_im_size" not in EngineProfile().shapes(postprocess=False)
+    assert "orig_im_size" not in EngineProfile().shapes(SAM1.layout(postprocess=False))
 
 
 def test_trtexec_strongly_typed_line():
     options = BuildOptions(
-        onnx=Path("export/g.onnx"), out=Path("engines/g.plan"),
+        onnx=Path("export/g.onnx"), out=Path("engines/g.plan"), layout=SAM1.layout(),
         profile=EngineProfile(Range(1, 2, 4), Range(1, 3, 5), SizeRange((16, 16), (1024, 1024), (2048, 2048))),
         precision=Precision.FP16, strongly_typed=True, timing_cache=Path("engines/cache.bin"), opt_level=5,
         hardware_compat="ampere+", version_compatible=True, workspace_mib=2048,
@@ -83,11 +86,11 @@ def test_trtexec_strongly_typed_line():
 
 
 def test_trtexec_weakly_typed_fp16_pins_layers_and_fp32_without_tf32():
-    weak = BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), precision=Precision.FP16, fp32_layers=("/a/LayerNorm", "/b/Softmax"))
+    weak = BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), layout=SAM1.layout(), precision=Precision.FP16, fp32_layers=("/a/LayerNorm", "/b/Softmax"))
     line = trtexec_command(weak)
     assert " --fp16 --precisionConstraints=obey --layerPrecisions=/a/LayerNorm:fp32,/b/Softmax:fp32 " in line
     assert "--stronglyTyped" not in line
-    fp32 = trtexec_command(BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), precision=Precision.FP32, tf32=False, hardware_compat="same-cc"))
+    fp32 = trtexec_command(BuildOptions(onnx=Path("g.onnx"), out=Path("g.plan"), layout=SAM1.layout(), precision=Precision.FP32, tf32=False, hardware_compat="same-cc"))
     assert "--noTF32" in fp32 and "--fp16" not in fp32 and "--hardwareCompatibilityLevel=sameComputeCapability" in fp32
 
 
@@ -322,7 +325,8 @@ def test_reexport_command_keeps_signature_and_family(export_args, expected, tmp_
 def test_verify_skips_the_rows_a_plans_profiles_do_not_take(tmp_path, rng):
     """verify --engine on a plan: a matrix row outside every profile is listed with the profile's
     reason, a row inside is kept (the same check the runner makes before each call)."""
-    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+    from segdeploy.families.sam1.cases import draw_case
     from segdeploy.tensorrt.profiles import EngineProfile, Range
     from segdeploy.verify import engine_refusal
 

@@ -10,12 +10,17 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from segdeploy.cases import MATRIX, draw_case, single_prompt
+from segdeploy.cases import single_prompt
+from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+from segdeploy.families.sam1.cases import draw_case
 from segdeploy.compare import compare_output
 from segdeploy.contract import TOLERANCES
 from segdeploy.errors import BadInputError
 from segdeploy.graph_io import set_metadata
 from segdeploy.verify import VerifyOptions, render_report, verify_graph
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 
 def test_full_matrix_passes(exported, fresh_seed):
@@ -64,7 +69,7 @@ def test_ignored_slots_take_no_part(exported, rng):
     case = draw_case(MATRIX[5], rng)
     assert case.is_ragged
     names = [s.name for s in contract.output_specs(MaskOutput.MULTI, True)]
-    with OrtRunner(exported.path, contract.input_specs(True), names) as runner:
+    with OrtRunner(exported.path, SAM1.layout().inputs(), names) as runner:
         batched = runner.infer(case.feeds)
         for b in range(case.spec.prompts):
             alone = runner.infer(single_prompt(case, b))
@@ -74,7 +79,7 @@ def test_ignored_slots_take_no_part(exported, rng):
 
 def test_checkpoint_graph_needs_the_same_checkpoint(tmp_path):
     from segdeploy.export import ExportOptions, export_onnx
-    from segdeploy.weights import load_decoder
+    from segdeploy.families.sam1.weights import load_decoder
 
     # the official layout: image_encoder.* beside the decoder keys (tiny stand-ins for the encoder)
     state = {"image_encoder.pos_embed": torch.zeros(1, 4, 4, 8), **load_decoder(seed=3)[0].state_dict()}

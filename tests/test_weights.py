@@ -9,12 +9,8 @@ import torch
 from oracle import official_decoder
 
 from segdeploy.errors import BadInputError
-from segdeploy.weights import (
-    RANDOM_LOGIT_STD,
-    file_sha256,
-    load_decoder,
-    random_decoder,
-)
+from segdeploy.families.sam1.weights import load_decoder, random_decoder
+from segdeploy.weights import RANDOM_LOGIT_STD, file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +107,10 @@ def test_unknown_variant():
 
 
 def test_random_weights_are_seeded_and_give_realistic_logits(rng):
-    from segdeploy.cases import MATRIX, draw_case
+    from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
+    from segdeploy.families.sam1.cases import draw_case
     from segdeploy.contract import MaskOutput, input_specs
-    from segdeploy.model import DecoderGraph
+    from segdeploy.families.sam1.graph import SamDecoderGraph as DecoderGraph
 
     seed = int(rng.integers(1 << 30))
     a, b = random_decoder("sam_vit_b", seed), random_decoder("sam_vit_b", seed)

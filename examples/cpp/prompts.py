@@ -21,13 +21,12 @@ import numpy as np
 from segdeploy.aoti.sidecar import read_sidecar
 from segdeploy.aoti.tensorfile import read_tensors, write_tensors
 from segdeploy.errors import SegdeployError
-from segdeploy.families import get_family
 from segdeploy.runners.aoti_runner import AotiRunner
 
 
 def write(package: Path, out: Path, case: int, seed: int) -> None:
     layout = read_sidecar(package).layout
-    drawn = get_family(layout.family).draw_cases(np.random.default_rng(seed), case + 1, layout)[-1]
+    drawn = layout.family.draw_cases(np.random.default_rng(seed), case + 1, layout)[-1]
     write_tensors(out, drawn.feeds)
     shapes = ", ".join(f"{name} {list(array.shape)}" for name, array in drawn.feeds.items())
     print(f"wrote {out}: {drawn.spec.name!r}: {shapes}")

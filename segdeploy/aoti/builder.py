@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy import __version__, contract
+from segdeploy import contract
+from segdeploy.version import __version__
 from segdeploy.aoti.sidecar import AotiSidecar, sidecar_path
 from segdeploy.errors import BadInputError, MissingDependencyError
 from segdeploy.forms import AttentionForm, GraphForm, Precision, UpscaleForm
@@ -145,7 +146,7 @@ def package_metadata(options: AotiOptions, layout: contract.GraphLayout) -> dict
         "segdeploy.device": options.device,
         "segdeploy.precision": options.precision.value,
         "segdeploy.host_inputs": contract.ORIG_IM_SIZE.name if layout.postprocess else "",
-        "segdeploy.family": layout.family,
+        "segdeploy.family": layout.family.name,
     }
 
 
@@ -165,7 +166,6 @@ def export_program(options: AotiOptions, progress: Progress | None = None):
     """(torch.export program, layout, form, graph metadata) of the decoder a package will hold."""
     import torch
 
-    from segdeploy.families import get_family
     from segdeploy.provenance import graph_layout, resolve_weights
 
     say = progress or (lambda _msg: None)
@@ -174,7 +174,7 @@ def export_program(options: AotiOptions, progress: Progress | None = None):
     say("loading weights")
     decoder, _ = resolve_weights(metadata, options.checkpoint, options.onnx)
     form = GraphForm(AttentionForm(metadata.get("attention", "plain")), UpscaleForm(metadata.get("upscale", "convtranspose")), options.precision)
-    module = get_family(layout.family).compiled_graph(decoder, layout, form).eval().to(options.device)
+    module = layout.family.compiled_graph(decoder, layout, form).eval().to(options.device)
     say("exporting with torch.export")
     with torch.no_grad():
         program = torch.export.export(module, example_inputs(options, layout), dynamic_shapes=dynamic_shapes(options, layout), strict=False)
@@ -242,5 +242,5 @@ def describe_package(
         onnx_sha256=file_sha256(options.onnx),
         package_sha256=file_sha256(options.out),
         build_seconds=round(seconds, 1),
-        family=layout.family,
+        family=layout.family.name,
     )

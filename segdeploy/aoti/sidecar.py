@@ -41,7 +41,7 @@ class AotiSidecar:
     onnx_sha256: str
     package_sha256: str
     build_seconds: float
-    family: str = "sam1"  # the decoder family (segdeploy.families); absent in packages built before SAM 2
+    family: str = ""  # the decoder family's name; empty (absent) in packages built before families: the registry's default
     sidecar_version: int = SIDECAR_VERSION
     notes: list[str] = field(default_factory=list)
 
@@ -50,7 +50,10 @@ class AotiSidecar:
 
     @property
     def layout(self) -> GraphLayout:
-        return GraphLayout(MaskOutput(self.mask_output), self.postprocess, self.multi_image, family=self.family)
+        from segdeploy.registry import family_from_metadata
+
+        family = family_from_metadata({"family": self.family}, "the package's sidecar")
+        return family.layout(MaskOutput(self.mask_output), self.postprocess, self.multi_image)
 
 
 def sidecar_path(package: Path) -> Path:
@@ -66,7 +69,7 @@ def read_sidecar(package: Path) -> AotiSidecar:
         raise BadInputError(f"{package} has no sidecar {path.name}; segdeploy only runs packages it built (with their sidecar)")
     try:
         sidecar = AotiSidecar(**json.loads(path.read_text()))
-        from segdeploy.families import family_from_metadata
+        from segdeploy.registry import family_from_metadata
 
         family_from_metadata({"family": sidecar.family}, str(path))  # a family this segdeploy knows
         sidecar.layout  # noqa: B018 - a layout segdeploy knows

@@ -1,13 +1,7 @@
-"""PyTorch definition of SAM's prompt encoder and mask decoder, written for export."""
+"""The building blocks every decoder family shares, written for export: attention forms, the two-way
+transformer, the prompt encoder, SAM's mask decoder (families subclass it), the decoder holder and
+graph wrapper, and the compiled resizes. Imports no family."""
 
-from segdeploy.model.sam_decoder import (
-    DEFAULT_VARIANT,
-    VARIANTS,
-    DecoderConfig,
-    DecoderGraph,
-    MultiImageDecoderGraph,
-    SamDecoder,
-    decoder_graph,
-)
+from segdeploy.model.decoder import TORCH_DTYPES, DecoderConfig, DecoderGraph, PromptableDecoder, cast_decoder
 
-__all__ = ["DEFAULT_VARIANT", "VARIANTS", "DecoderConfig", "DecoderGraph", "MultiImageDecoderGraph", "SamDecoder", "decoder_graph"]
+__all__ = ["TORCH_DTYPES", "DecoderConfig", "DecoderGraph", "PromptableDecoder", "cast_decoder"]

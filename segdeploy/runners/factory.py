@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segdeploy import contract
-from segdeploy.contract import MaskOutput
+from segdeploy.contract import GraphLayout
 from segdeploy.errors import BadInputError
 from segdeploy.runners.base import Runner
 
@@ -14,19 +13,15 @@ def make_runner(
     backend: str,
     onnx: Path,
     metadata: dict[str, str],
-    postprocess: bool,
-    mask_output: MaskOutput,
+    layout: GraphLayout,
     *,
     threads: int | None = None,
     checkpoint: Path | None = None,
     engine: Path | None = None,
-    multi_image: bool = False,
-    signature: contract.Signature = contract.Signature.SEGDEPLOY,
-    family: str = "sam1",
 ) -> Runner:
-    """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``; a graph with
-    the official signature is run one prompt per call under this contract's feeds."""
-    layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature, family)
+    """A runner of the graph at ``onnx`` (or of its TensorRT ``engine``) on ``backend``, whose
+    inputs and outputs are ``layout``'s; a graph with the official signature is run one prompt per
+    call under this contract's feeds."""
     runner = _runner(backend, onnx, metadata, layout, threads=threads, checkpoint=checkpoint, engine=engine)
     if layout.official:
         from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
@@ -40,7 +35,6 @@ def _runner(
     threads: int | None, checkpoint: Path | None, engine: Path | None,
 ) -> Runner:
     inputs, outputs = layout.inputs(), layout.output_names()
-    mask_output, postprocess, multi_image = layout.mask_output, layout.postprocess, layout.multi_image
     if backend == "onnxruntime":
         from segdeploy.runners.ort_runner import OrtRunner
 
@@ -50,7 +44,7 @@ def _runner(
         from segdeploy.runners.torch_runner import TorchRunner
 
         decoder, _ = resolve_weights(metadata, checkpoint, onnx)
-        return TorchRunner(decoder, mask_output, postprocess, multi_image=multi_image, signature=layout.signature, family=layout.family)
+        return TorchRunner(decoder, layout)
     if backend == "onnx-reference":
         from segdeploy.runners.reference_runner import ReferenceRunner
 

@@ -8,15 +8,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.contract import GraphLayout, Label, Signature
+from segdeploy.contract import GraphLayout, Label, MaskOutput, Signature
 from segdeploy.runners.base import Runner
 
 
-def official_feeds(feeds: Mapping[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-    """Prompt ``index`` of contract feeds in the official signature's form."""
+def official_feeds(feeds: Mapping[str, np.ndarray], index: int, image_inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Prompt ``index`` of contract feeds in the official signature's form (the per-image inputs
+    ``image_inputs`` as they are)."""
     keep = feeds[contract.POINT_LABELS.name][index] != float(Label.IGNORED)
-    return {
-        "image_embeddings": feeds["image_embeddings"],
+    return {name: feeds[name] for name in image_inputs} | {
         "point_coords": np.ascontiguousarray(feeds["point_coords"][index : index + 1, keep]),
         "point_labels": np.ascontiguousarray(feeds["point_labels"][index : index + 1, keep]),
         "mask_input": np.ascontiguousarray(feeds["mask_input"][index : index + 1]),
@@ -30,8 +30,9 @@ class PromptByPromptRunner(Runner):
     prompt per call with the official signature."""
 
     def __init__(self, inner: Runner, layout: GraphLayout) -> None:
-        outer = GraphLayout(layout.mask_output, postprocess=True, signature=Signature.OFFICIAL)
-        super().__init__(contract.input_specs(postprocess=True), outer.output_names())
+        outer = layout.family.layout(layout.mask_output, postprocess=True, signature=Signature.OFFICIAL)
+        super().__init__(layout.family.layout(MaskOutput.ALL, postprocess=True).inputs(), outer.output_names())
+        self.image_inputs = layout.family.image_inputs
         self.inner = inner
         self.name = f"{inner.name} (one prompt per call)"
         self.thread_safe = inner.thread_safe
@@ -45,7 +46,7 @@ class PromptByPromptRunner(Runner):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for index in range(feeds[contract.POINT_COORDS.name].shape[0]):
-            outputs = self.inner.infer(official_feeds(feeds, index))
+            outputs = self.inner.infer(official_feeds(feeds, index, self.image_inputs))
             for name in self.output_names:
                 results[name].append(outputs[name])
         return {name: np.concatenate(values) for name, values in results.items()}

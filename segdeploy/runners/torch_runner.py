@@ -7,28 +7,23 @@ from collections.abc import Mapping
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.contract import MaskOutput
+from segdeploy.contract import GraphLayout
 from segdeploy.forms import GraphForm
 from segdeploy.runners.base import Runner
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch on the CPU (or ``device``); float32 plain form unless ``form`` says otherwise."""
+    """Eager PyTorch on the CPU (or ``device``): the family's graph of ``layout``, float32 plain form
+    unless ``form`` says otherwise."""
 
     name = "torch"
 
     thread_safe = True  # inference only reads the module
 
-    def __init__(
-        self, decoder, mask_output: MaskOutput, postprocess: bool, device: str = "cpu", form: GraphForm = GraphForm(),
-        multi_image: bool = False, signature: contract.Signature = contract.Signature.SEGDEPLOY, family: str = "sam1",
-    ) -> None:
-        layout = contract.GraphLayout(mask_output, postprocess, multi_image, signature, family)
+    def __init__(self, decoder, layout: GraphLayout, device: str = "cpu", form: GraphForm = GraphForm()) -> None:
         super().__init__(layout.inputs(), layout.output_names())
-        from segdeploy.families import get_family
-
         self.device = device
-        self.module = get_family(family).decoder_graph(decoder, layout, form).eval().to(device)
+        self.module = layout.family.decoder_graph(decoder, layout, form).eval().to(device)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         import torch

@@ -2,6 +2,6 @@
 backend) and ``Prompt`` (one prompt of a batch)."""
 
 from segdeploy.runtime.decoder import Decoder, Prediction
-from segdeploy.runtime.prompts import Prompt
+from segdeploy.prompts import Prompt
 
 __all__ = ["Decoder", "Prediction", "Prompt"]

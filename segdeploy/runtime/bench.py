@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.runtime.decoder import Decoder
-from segdeploy.runtime.postprocess import upscale_to_original
-from segdeploy.runtime.prompts import Prompt, check_prompt, pack_prompts
+from segdeploy.prompts import Prompt, check_prompt, pack_prompts
 
 
 @dataclass
@@ -83,10 +82,10 @@ def bench_runtime(
         report.ms["predict_batch, multi-image graph"] = _median_ms(lambda: multi.predict_batch(many), runs)
         report.ms["predict_batch, one image, single-image graph"] = _median_ms(lambda: single.predict_batch(one_image), runs)
         low_res = (12.0 * rng.standard_normal((prompts, 3, 256, 256))).astype(np.float32)  # the 3 masks multimask prompts return
-        report.ms["host resize of the batch's masks, one piece"] = _median_ms(lambda: upscale_to_original(low_res, orig_size), runs)
+        report.ms["host resize of the batch's masks, one piece"] = _median_ms(lambda: single.family.upscale_on_host(low_res, orig_size), runs)
 
         prompt = one_image[0]
-        feeds = pack_prompts([check_prompt(prompt)])
+        feeds = pack_prompts([check_prompt(prompt, single.family.prompt_rules())])
         feeds |= {"image_embeddings": embeddings[0], "orig_im_size": np.array(orig_size, np.int64)}
         graph, overhead = _interleaved_overhead(
             lambda: single.runner.infer(feeds),

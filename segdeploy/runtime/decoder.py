@@ -17,7 +17,7 @@ from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
 from segdeploy.runners.base import Runner
-from segdeploy.runtime.prompts import (
+from segdeploy.prompts import (
     CheckedPrompt,
     Prompt,
     check_prompt,
@@ -44,11 +44,9 @@ class Decoder:
     """A loaded decoder. Build with :meth:`Decoder.load`; safe to share between threads."""
 
     def __init__(self, runner: Runner, layout: GraphLayout, *, source: str, metadata: dict[str, str] | None = None) -> None:
-        from segdeploy.families import get_family
-
         self.runner = runner
         self.layout = layout
-        self.family = get_family(layout.family)  # its prompt frame, postprocessing and single-mask rule
+        self.family = layout.family  # its prompt frame, postprocessing and single-mask rule
         self.source = source
         self.metadata = dict(metadata or {})
         self._lock = None if runner.thread_safe else threading.Lock()
@@ -66,14 +64,14 @@ class Decoder:
         backend: str = "auto",
         threads: int | None = None,
         checkpoint: str | Path | None = None,
-        variant: str = contract.DEFAULT_VARIANT,
+        variant: str | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> Decoder:
         """Load ``source``: an ``.onnx`` graph (onnxruntime; CUDA provider where onnxruntime-gpu
         and a GPU exist), a TensorRT ``.plan`` (sidecar checked), a compiled ``.pt2`` package, or a
         checkpoint (``.pth``/``.pt``/``.safetensors``) or None (seeded random weights) on eager
-        PyTorch. ``backend="torch"`` runs an ``.onnx`` graph's own weights eagerly (``checkpoint``
+        PyTorch (``variant``: the default family's default variant when not given). ``backend="torch"`` runs an ``.onnx`` graph's own weights eagerly (``checkpoint``
         where they came from one); ``threads`` sets onnxruntime's and torch's thread count."""
         from segdeploy.runtime.loading import open_source
 
@@ -134,7 +132,7 @@ class Decoder:
 
     def check(self, prompt: Prompt, where: str = "") -> None:
         """Raise BadInputError unless this decoder can answer ``prompt`` (what ``predict_batch`` checks)."""
-        checked = check_prompt(prompt, where, self.family.prompt_rules())
+        checked = check_prompt(prompt, self.family.prompt_rules(), where)
         self._check_tokens(checked.multimask_output, where)
         self.family.check_images(prompt.embedding, where)
 
@@ -149,7 +147,7 @@ class Decoder:
             where = f"prompt {i}: " if len(prompts) > 1 else ""
             if not isinstance(prompt, Prompt):
                 raise BadInputError(f"{where}expected a segdeploy.Prompt, got {type(prompt).__name__}")
-            checked.append(check_prompt(prompt, where, self.family.prompt_rules()))
+            checked.append(check_prompt(prompt, self.family.prompt_rules(), where))
             self._check_tokens(checked[-1].multimask_output, where)
             key = id(prompt.embedding)
             if key not in seen:

@@ -3,19 +3,14 @@ layout (mask tokens, postprocessing, image flavor) read from the file itself."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
-from segdeploy.families import FAMILY_NAMES, family_of_variant
-from segdeploy.provenance import layout_from_io
+from segdeploy.registry import default_variant, families, family_of_variant, layout_from_io, load_decoder
 from segdeploy.runners.base import Runner
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-# The eager backend needs no export: it takes all mask tokens and several images, so one loaded
-# model serves both multimask settings and cross-image batches.
-EAGER_LAYOUT = GraphLayout(MaskOutput.ALL, postprocess=False, multi_image=True)
 
 
 def ort_providers() -> list[str]:
@@ -33,7 +28,7 @@ def _eager(decoder, layout: GraphLayout, threads: int | None, device: str) -> Ru
         import torch
 
         torch.set_num_threads(threads)
-    return TorchRunner(decoder, layout.mask_output, layout.postprocess, device=device, multi_image=layout.multi_image, family=layout.family)
+    return TorchRunner(decoder, layout, device=device)
 
 
 def _open_graph(path: Path, backend: str, threads: int | None, checkpoint: Path | None, device: str) -> tuple[Runner, GraphLayout, dict]:
@@ -64,7 +59,7 @@ def _open_plan(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
     if backend not in ("auto", "tensorrt"):
         raise BadInputError(f"a .plan file runs on tensorrt, not {backend}")
     sidecar = read_sidecar(path)
-    known = {s.name for family in FAMILY_NAMES for flavor in ((True, False), (False, True)) for s in GraphLayout(MaskOutput.MULTI, *flavor, family=family).inputs()}
+    known = {s.name for family in families() for flavor in ((True, False), (False, True)) for s in family.layout(MaskOutput.MULTI, *flavor).inputs()}
     inputs = [io["name"] for io in sidecar.io if io["name"] in known]
     outputs = {io["name"]: io["shape"] for io in sidecar.io if io["name"] not in inputs}
     layout = layout_from_io(inputs, outputs)
@@ -85,18 +80,19 @@ def _open_package(path: Path, backend: str) -> tuple[Runner, GraphLayout, dict]:
 
 
 def open_source(
-    source: Path | None, backend: str, *, threads: int | None, checkpoint: Path | None, variant: str, seed: int, device: str,
+    source: Path | None, backend: str, *, threads: int | None, checkpoint: Path | None, variant: str | None, seed: int, device: str,
 ) -> tuple[Runner, GraphLayout, dict]:
     """(runner, layout, metadata) for what ``Decoder.load`` was given."""
-    from segdeploy.weights import load_decoder
-
     if source is None or source.suffix in CHECKPOINT_SUFFIXES:
         if backend not in ("auto", "torch"):
             raise BadInputError(f"{'random weights' if source is None else 'a checkpoint'} run on eager torch; export a graph for {backend}")
+        variant = variant or default_variant()
         decoder, weights = load_decoder(variant, source, seed)
         metadata = {"variant": variant, "weights": "checkpoint" if weights.sha256 else "random", "weights_sha256": weights.sha256 or "",
                     "random_seed": "" if weights.seed is None else str(weights.seed)}
-        layout = replace(EAGER_LAYOUT, family=family_of_variant(variant))
+        # The eager backend needs no export: it takes all mask tokens and several images, so one
+        # loaded model serves both multimask settings and cross-image batches.
+        layout = family_of_variant(variant).layout(MaskOutput.ALL, postprocess=False, multi_image=True)
         return _eager(decoder, layout, threads, device), layout, metadata
     if not source.is_file():
         raise BadInputError(f"file not found: {source}")

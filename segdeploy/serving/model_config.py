@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from segdeploy.contract import ORIG_IM_SIZE, TensorSpec
+from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, TensorSpec
 
 MODEL_NAME = "sam_decoder"
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bool": "TYPE_BOOL"}
@@ -25,11 +25,21 @@ class ServedTensor:
     shape_tensor: bool = False  # TensorRT shape-tensor input (orig_im_size): is_shape_tensor
 
 
-# What one `segdeploy serve` request carries: one prompt on one image, in the image's pixels.
-SERVE_INPUTS = (
-    ServedTensor("image_embeddings", "float32", (256, 64, 64), doc="the image's embedding"),
-    ServedTensor("high_res_feats_0", "float32", (32, 256, 256), optional=True, doc="SAM 2: the projected stride-4 features"),
-    ServedTensor("high_res_feats_1", "float32", (64, 128, 128), optional=True, doc="SAM 2: the projected stride-8 features"),
+def image_tensors() -> tuple[ServedTensor, ...]:
+    """Every family's per-image inputs: the embedding, which all have, then the others (optional:
+    a request carries those of the served decoder's family)."""
+    from segdeploy.registry import families
+
+    tensors: dict[str, ServedTensor] = {}
+    for family in families():
+        for spec in family.image_specs():
+            required = spec.name == IMAGE_EMBEDDINGS.name
+            tensors.setdefault(spec.name, ServedTensor(spec.name, spec.dtype, tuple(spec.dims[1:]), optional=not required, doc=f"{family.title}: {spec.doc}"))
+    return tuple(sorted(tensors.values(), key=lambda t: t.optional))
+
+
+# What one `segdeploy serve` request carries besides the image's inputs: one prompt, in the image's pixels.
+PROMPT_INPUTS = (
     ServedTensor("point_coords", "float32", (-1, 2), optional=True, ragged=True, doc="x,y in original image pixels"),
     ServedTensor("point_labels", "float32", (-1,), optional=True, ragged=True, doc="1 foreground, 0 background"),
     ServedTensor("box", "float32", (4,), optional=True, doc="x0,y0,x1,y1 in original image pixels"),
@@ -75,7 +85,7 @@ def render_config(
 def serve_config(max_batch_size: int, queue_delay_us: int | None, parameters: dict[str, str], instances: int = 1, kind: str = "KIND_CPU") -> str:
     """The python-backend model `segdeploy serve` runs."""
     return render_config(
-        backend="python", inputs=list(SERVE_INPUTS), outputs=list(SERVE_OUTPUTS), max_batch_size=max_batch_size,
+        backend="python", inputs=[*image_tensors(), *PROMPT_INPUTS], outputs=list(SERVE_OUTPUTS), max_batch_size=max_batch_size,
         queue_delay_us=queue_delay_us, parameters=parameters, instances=instances, kind=kind,
     )
 

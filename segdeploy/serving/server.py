@@ -112,9 +112,7 @@ def write_repository(folder: Path, options: ServeOptions, *, python_paths: list[
 def _python_paths() -> list[str]:
     """This process's import path, with segdeploy's own source root first (editable installs add it
     through a .pth hook that the stub's interpreter would not run)."""
-    import segdeploy
-
-    root = str(Path(segdeploy.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding the segdeploy package
     return [root] + [p for p in sys.path if p and p != root and Path(p).exists()]
 
 

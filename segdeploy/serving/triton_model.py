@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from segdeploy.errors import BadInputError, SegdeployError
-from segdeploy.runtime.prompts import Prompt
+from segdeploy.prompts import Prompt
+from segdeploy.serving.model_config import image_tensors
 
 
 def _optional(pb_utils: Any, request: Any, name: str) -> np.ndarray | None:
@@ -29,10 +30,14 @@ def request_prompts(pb_utils: Any, request: Any, decoder: Any) -> list[Prompt]:
     sizes = _optional(pb_utils, request, "orig_size")
     if embeddings is None or sizes is None:
         raise BadInputError("a request needs image_embeddings and orig_size")
-    high_res = [_optional(pb_utils, request, name) for name in ("high_res_feats_0", "high_res_feats_1")]
-    sam2 = decoder.layout.family == "sam2"
-    if sam2 != (high_res[0] is not None and high_res[1] is not None):
-        raise BadInputError("a SAM 2 decoder needs high_res_feats_0 and high_res_feats_1" if sam2 else "high_res_feats_* are for SAM 2 decoders; this one is SAM 1")
+    family = decoder.family
+    extra = {name: _optional(pb_utils, request, name) for name in family.image_inputs if name != "image_embeddings"}
+    missing = [name for name, value in extra.items() if value is None]
+    if missing:
+        raise BadInputError(f"a {family.title} decoder needs {' and '.join(missing)}")
+    foreign = [t.name for t in image_tensors() if t.name not in family.image_inputs and _optional(pb_utils, request, t.name) is not None]
+    if foreign:
+        raise BadInputError(f"{', '.join(foreign)} are not a {family.title} decoder's inputs")
     coords, labels = _optional(pb_utils, request, "point_coords"), _optional(pb_utils, request, "point_labels")
     box, mask = _optional(pb_utils, request, "box"), _optional(pb_utils, request, "mask_input")
     multimask = _optional(pb_utils, request, "multimask_output")
@@ -41,7 +46,7 @@ def request_prompts(pb_utils: Any, request: Any, decoder: Any) -> list[Prompt]:
         raise BadInputError("the prompts of one request must share orig_size (send one request per image)")
     prompts = []
     for row in range(rows):
-        embedding = (embeddings[row], high_res[0][row], high_res[1][row]) if sam2 else embeddings[row]
+        embedding = {"image_embeddings": embeddings[row]} | {name: value[row] for name, value in extra.items()}
         prompt = Prompt(
             embedding, sizes[row],
             None if coords is None else coords[row], None if labels is None else labels[row],

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy import __version__
+from segdeploy.version import __version__
 from segdeploy.errors import BadInputError
-from segdeploy.families import family_from_metadata
 from segdeploy.forms import Precision
 from segdeploy.graph_io import (
     graph_opset,
@@ -30,6 +29,8 @@ from segdeploy.graph_io import (
     value_specs,
     write_atomically,
 )
+from segdeploy.provenance import graph_layout
+from segdeploy.registry import default_variant
 from segdeploy.tensorrt.sidecar import Sidecar, sidecar_path
 from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
 
@@ -86,14 +87,14 @@ def export_command(metadata: dict[str, str], precision: Precision) -> tuple[str,
     if metadata.get("signature") == Signature.OFFICIAL.value:  # see OFFICIAL_FOR_TENSORRT
         mask_output = MaskOutput.ALL
     options = ExportOptions(
-        variant=metadata.get("variant") or "sam_vit_b", opset=opset, mask_output=mask_output,
+        variant=metadata.get("variant") or default_variant(), opset=opset, mask_output=mask_output,
         postprocess=metadata.get("postprocess") != "0", target=Target.TENSORRT, precision=precision,
         multi_image=metadata.get("images") == "multi",
     )
     args = ["segdeploy", "export", "--target", "tensorrt"]
     args += ["--precision", precision.value] if precision is not Precision.FP32 else []
     args += ["--opset", str(opset)]
-    args += ["--variant", options.variant] if options.variant != "sam_vit_b" else []
+    args += ["--variant", options.variant] if options.variant != default_variant() else []
     args += ["--mask-output", options.mask_output.value] if options.mask_output is not MaskOutput.MULTI else []
     args += ["--multi-image"] if options.multi_image else [] if options.postprocess else ["--no-postprocess"]
     if metadata.get("weights") == "checkpoint":
@@ -159,8 +160,7 @@ def plan_options(
     weak_low = not plan.strongly_typed and plan.precision is not Precision.FP32
     return BuildOptions(
         onnx=Path(onnx), out=Path(path), precision=plan.precision, strongly_typed=plan.strongly_typed,
-        postprocess=metadata.get("postprocess") == "1", multi_image=metadata.get("images") == "multi",
-        family=family_from_metadata(metadata, str(onnx)), fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
+        layout=graph_layout(metadata, Path(onnx))[0], fp32_layers=tuple(fp32_layers(onnx)) if weak_low else (),
         lint_errors=tuple(errors), **kwargs,
     )
 
@@ -193,7 +193,7 @@ def build_engine(options: BuildOptions, progress: Progress | None = None) -> Bui
                 for output in range(layer.num_outputs):
                     layer.set_output_type(output, trt.float32)
     profile = Profile()
-    for name, (low, opt, high) in options.profile.shapes(options.postprocess, options.multi_image, options.family).items():
+    for name, (low, opt, high) in options.profile.shapes(options.layout).items():
         profile.add(name, min=low, opt=opt, max=high)
     levels = {"none": None, "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
     level = levels[options.hardware_compat]

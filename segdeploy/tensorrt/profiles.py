@@ -91,17 +91,14 @@ class EngineProfile:
     orig_size: SizeRange = DEFAULT_ORIG_SIZE
     images: Range = DEFAULT_IMAGES
 
-    def shapes(
-        self, postprocess: bool = True, multi_image: bool = False, family: str = "sam1",
-    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-        """min/opt/max per input, from the family's contract dims; for orig_im_size, its values."""
+    def shapes(self, layout: contract.GraphLayout) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """min/opt/max per input of ``layout``, from its family's contract dims; for orig_im_size, its values."""
         symbols = {
             contract.DimName.PROMPTS.value: self.prompts,
             contract.DimName.POINTS.value: self.points,
             contract.DimName.IMAGES.value: self.images,
         }
         result = {}
-        layout = contract.GraphLayout(contract.MaskOutput.MULTI, postprocess, multi_image, family=family)
         for spec in layout.inputs():
             if spec.name == contract.ORIG_IM_SIZE.name:
                 result[spec.name] = tuple(tuple(size) for size in self.orig_size)

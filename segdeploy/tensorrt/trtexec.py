@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdeploy.contract import GraphLayout
 from segdeploy.forms import Precision
 from segdeploy.tensorrt.profiles import EngineProfile
 
@@ -27,9 +28,7 @@ class BuildOptions:
     hardware_compat: str = "none"
     version_compatible: bool = False
     workspace_mib: int | None = None
-    postprocess: bool = True
-    multi_image: bool = False  # the multi-image flavor: image_embeddings take the profile's image range
-    family: str = "sam1"  # the decoder family (its inputs decide the profile's shapes)
+    layout: GraphLayout = field(kw_only=True)  # the graph's: its family's inputs decide the profile's shapes
     fp32_layers: tuple[str, ...] = ()  # weak typing: layers held in fp32 by precision constraints
     lint_errors: tuple[str, ...] = ()  # built anyway (--allow-lint-errors); recorded in the sidecar
 
@@ -40,7 +39,7 @@ def _shape_spec(shapes: dict, which: int) -> str:
 
 def trtexec_command(options: BuildOptions) -> str:
     """One shell line. Shape-tensor inputs (orig_im_size) take their values in the shape spec."""
-    shapes = options.profile.shapes(options.postprocess, options.multi_image, options.family)
+    shapes = options.profile.shapes(options.layout)
     args = [
         "trtexec",
         f"--onnx={options.onnx}",

@@ -1,83 +1,89 @@
 """The SAM 1 family: segment-anything's SAM (ViT-B/L/H) and MobileSAM, one decoder shape.
 
-Where each part lives (it predates families and stays where other code imports it from):
-- model: ``segdeploy/model/`` (prompt encoder, attention forms, two-way transformer, mask decoder,
-  the graph wrappers);
-- contract: ``segdeploy/contract.py`` (contract v1, the official export's signature);
-- case matrix: ``segdeploy/cases.py``;
-- checkpoint keys: ``segdeploy/weights.py`` (official SAM/MobileSAM layout, ``image_encoder.*`` ignored);
-- pre/postprocessing: longest side resized to 1024 and padded (``segdeploy/runtime/prompts.py``),
-  masks upsampled to 1024, cropped, resized (``segdeploy/model/sam_decoder.upscale_masks``,
-  ``segdeploy/runtime/postprocess.py``); single mask = token 0;
-- baseline: segment-anything's ``SamOnnxModel`` export (``segdeploy/baseline.py``).
+Everything that differs from the other families is in this folder:
+- ``contract.py``: contract v1 (one image embedding) and the official export's signature;
+- ``model.py``: the decoder holder with SAM's mask decoder as it is (the shared building blocks);
+- ``graph.py``: the graph wrappers, SAM's crop-and-resize postprocessing, the official signature's
+  single-mask selection, and the form AOTInductor compiles;
+- ``weights.py``: official SAM/MobileSAM keys (``image_encoder.*`` ignored), random weights;
+- ``cases.py``: the verify matrix with SAM's prompt conventions (clicks, then box, padding without a box);
+- ``rules.py``: the runtime's pre/postprocessing (ResizeLongestSide and Sam.postprocess_masks);
+- ``baseline.py``: segment-anything's ``SamOnnxModel`` export (bench's baseline).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from segdeploy import contract
+from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, Signature
 from segdeploy.families.base import Family
+from segdeploy.families.sam1 import contract as sam1_contract
 
 
 class Sam1Family(Family):
     name = "sam1"
-    variant_names = contract.VARIANT_NAMES
-    default_variant = contract.DEFAULT_VARIANT
-    image_inputs = (contract.IMAGE_EMBEDDINGS.name,)
+    title = "SAM"
+    variant_names = sam1_contract.VARIANT_NAMES
+    default_variant = sam1_contract.DEFAULT_VARIANT
+    image_inputs = sam1_contract.IMAGE_INPUTS
+    signatures = (Signature.SEGDEPLOY, Signature.OFFICIAL)
+    checkpoint_prefixes = ("prompt_encoder.", "mask_decoder.")
 
     def input_specs(self, layout):
-        if layout.official:
-            return list(contract.OFFICIAL_INPUTS)
-        return contract.input_specs(layout.postprocess, layout.multi_image)
+        return sam1_contract.input_specs(layout)
 
     def output_specs(self, layout):
-        if layout.official:
-            return contract.official_output_specs(layout.mask_output)
-        return contract.output_specs(layout.mask_output, layout.postprocess)
+        return sam1_contract.output_specs(layout)
+
+    def layout_from_io(self, input_names, outputs, input_dtypes):
+        if input_dtypes.get(ORIG_IM_SIZE.name) == "float32":  # the official export's float sizes
+            return sam1_contract.official_layout_from_io(self, input_names, outputs)
+        return super().layout_from_io(input_names, outputs, input_dtypes)
 
     def load_decoder(self, variant, checkpoint, seed):
-        from segdeploy.weights import load_decoder
+        from segdeploy.families.sam1.weights import load_decoder
 
         return load_decoder(variant, checkpoint, seed)
 
     def decoder_graph(self, decoder, layout, form):
-        from segdeploy.model import decoder_graph
+        from segdeploy.families.sam1.graph import decoder_graph
 
         return decoder_graph(decoder, layout, form)
 
     def compiled_graph(self, decoder, layout, form):
-        from segdeploy.aoti.graph import compiled_graph
+        from segdeploy.families.sam1.graph import compiled_graph
 
         return compiled_graph(decoder, layout, form)
 
     def example_inputs(self, layout):
-        from segdeploy.export import example_inputs
+        from segdeploy.families.sam1.graph import example_inputs
 
         return example_inputs(layout)
 
     def draw_cases(self, rng, count, layout):
-        from segdeploy.cases import draw_cases
+        from segdeploy.families.sam1.cases import draw_cases
 
         return draw_cases(rng, count, layout.postprocess, layout.multi_image)
 
     def image_feeds(self, rng, images):
-        from segdeploy.cases import sam1_image_feeds
+        from segdeploy.families.sam1.cases import image_feeds
 
-        return sam1_image_feeds(rng, images)
+        return image_feeds(rng, images)
 
     def prompt_rules(self):
-        from segdeploy.runtime.prompts import SAM1_RULES
+        from segdeploy.families.sam1.rules import PROMPT_RULES
 
-        return SAM1_RULES
+        return PROMPT_RULES
 
     def check_images(self, value, where=""):
-        from segdeploy.runtime.prompts import check_embedding
+        from segdeploy.prompts import check_embedding
 
-        return {contract.IMAGE_EMBEDDINGS.name: check_embedding(value, where)}
+        if isinstance(value, dict) and set(value) == set(self.image_inputs):
+            value = value[IMAGE_EMBEDDINGS.name]
+        return {IMAGE_EMBEDDINGS.name: check_embedding(value, where)}
 
     def upscale_on_host(self, low_res, orig_size):
-        from segdeploy.runtime.postprocess import upscale_to_original
+        from segdeploy.families.sam1.rules import upscale_to_original
 
         return upscale_to_original(low_res, orig_size)
 
@@ -85,14 +91,14 @@ class Sam1Family(Family):
         return 0  # SamPredictor.predict(multimask_output=False): token 0
 
     def export_baseline(self, decoder, path: Path) -> Path:
-        from segdeploy.baseline import export_official
+        from segdeploy.families.sam1.baseline import export_official
 
         return export_official(decoder.state_dict(), path)
 
-    def baseline_runner(self, path: Path, threads):
-        from segdeploy.baseline import official_runner
+    def baseline_layout(self):
+        from segdeploy.contract import MaskOutput
 
-        return official_runner(path, threads=threads)
+        return self.layout(MaskOutput.ALL, postprocess=True, signature=Signature.OFFICIAL)  # SamOnnxModel, return_single_mask=False
 
 
 FAMILY = Sam1Family()

@@ -22,6 +22,8 @@ from segdeploy.families.sam2 import contract as sam2_contract
 
 class Sam2Family(Family):
     name = "sam2"
+    title = "SAM 2"
+    checkpoint_prefixes = ("sam_prompt_encoder.", "sam_mask_decoder.")
     variant_names = sam2_contract.VARIANT_NAMES
     default_variant = sam2_contract.DEFAULT_VARIANT
     image_inputs = sam2_contract.IMAGE_INPUTS
@@ -101,12 +103,12 @@ class Sam2Family(Family):
     def export_baseline(self, decoder, path: Path) -> Path:
         from segdeploy.families.sam2.baseline import export_official
 
-        return export_official(decoder, path)
+        return export_official(decoder, path, self.baseline_layout())
 
-    def baseline_runner(self, path: Path, threads):
-        from segdeploy.families.sam2.baseline import official_runner
+    def baseline_layout(self):
+        from segdeploy.contract import MaskOutput
 
-        return official_runner(path, threads=threads)
+        return self.layout(MaskOutput.MULTI, postprocess=True)  # the sam2 modules, multimask, resized in the graph
 
 
 FAMILY = Sam2Family()

@@ -99,13 +99,11 @@ def baseline_module(holder):
     return Baseline().eval()
 
 
-def export_official(decoder, path: Path, opset: int = 17) -> Path:
-    """Export the baseline module (prompts and points dynamic) to ``path``."""
+def export_official(decoder, path: Path, layout, opset: int = 17) -> Path:
+    """Export the baseline module (prompts and points dynamic) to ``path``, with ``layout``'s inputs
+    and outputs (the family's ``baseline_layout``)."""
     import torch
 
-    from segdeploy.contract import GraphLayout, MaskOutput
-
-    layout = GraphLayout(MaskOutput.MULTI, postprocess=True, family="sam2")
     module = baseline_module(official_modules(decoder))
     inputs, outputs = layout.inputs(), layout.outputs()
     feeds = (
@@ -125,13 +123,3 @@ def export_official(decoder, path: Path, opset: int = 17) -> Path:
     write_atomically(Path(path), buffer.getvalue())
     return Path(path)
 
-
-def official_runner(path: Path, threads: int | None = None):
-    """The baseline graph on onnxruntime under the SAM 2 contract's feeds."""
-    from segdeploy.contract import GraphLayout, MaskOutput
-    from segdeploy.runners.ort_runner import OrtRunner
-
-    layout = GraphLayout(MaskOutput.MULTI, postprocess=True, family="sam2")
-    runner = OrtRunner(path, layout.inputs(), layout.output_names(), threads=threads)
-    runner.name = "official-onnx"
-    return runner

@@ -12,20 +12,18 @@ from __future__ import annotations
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.cases import EMBEDDING_STD, MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, case_from_prompts
+from segdeploy.cases import MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, case_from_prompts, draw_from_matrix, embedding_feeds
 from segdeploy.contract import Label
 from segdeploy.families.sam2 import contract as sam2_contract
 
 SIDE = contract.MODEL_INPUT_SIZE
-# SAM 2's predictor cannot express SAM 1's lone unpadded click: it always pads.
-SAM2_MATRIX: tuple[CaseSpec, ...] = tuple(spec for spec in MATRIX if "unpadded" not in spec.kinds)
+SAM2_MATRIX: tuple[CaseSpec, ...] = MATRIX  # no unpadded lone click: SAM 2's predictor always pads
 SAM2_MULTI_IMAGE_MATRIX: tuple[CaseSpec, ...] = MULTI_IMAGE_MATRIX
 
 
 def image_feeds(rng: np.random.Generator, images: int) -> dict[str, np.ndarray]:
     """Embeddings and projected high-resolution maps at unit order of magnitude."""
-    specs = (contract.IMAGE_EMBEDDINGS, sam2_contract.HIGH_RES_FEATS_0, sam2_contract.HIGH_RES_FEATS_1)
-    return {spec.name: (EMBEDDING_STD * rng.standard_normal((images, *spec.dims[1:]))).astype(np.float32) for spec in specs}
+    return embedding_feeds(rng, (contract.IMAGE_EMBEDDINGS, sam2_contract.HIGH_RES_FEATS_0, sam2_contract.HIGH_RES_FEATS_1), images)
 
 
 def prompt_points(rng: np.random.Generator, kind: str, max_clicks: int) -> list[tuple[float, float, int]]:
@@ -55,5 +53,4 @@ def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True
 def draw_cases(rng: np.random.Generator, count: int | None = None, postprocess: bool = True, multi_image: bool = False) -> list[Case]:
     """``count`` cases cycling through the flavor's matrix (default: each row once)."""
     matrix = SAM2_MULTI_IMAGE_MATRIX if multi_image else SAM2_MATRIX
-    count = len(matrix) if count is None else count
-    return [draw_case(matrix[i % len(matrix)], rng, postprocess, multi_image) for i in range(count)]
+    return draw_from_matrix(matrix, lambda spec: draw_case(spec, rng, postprocess, multi_image), count)

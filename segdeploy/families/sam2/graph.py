@@ -11,7 +11,7 @@ from segdeploy import contract
 from segdeploy.contract import MaskOutput
 from segdeploy.families.sam2.model import OUTPUT_TOKENS, Sam2Decoder, high_res_channels_last
 from segdeploy.forms import AttentionForm, GraphForm, UpscaleForm
-from segdeploy.model.sam_decoder import DecoderGraph
+from segdeploy.model.decoder import DecoderGraph
 
 
 class Sam2DecoderGraph(DecoderGraph):
@@ -133,10 +133,10 @@ def decoder_graph(decoder: Sam2Decoder, layout: contract.GraphLayout, form: Grap
 
 
 class CompiledSam2Graph(Sam2DecoderGraph):
-    """The single-image graph with the straight resize written to compile (segdeploy.aoti.graph)."""
+    """The single-image graph with the straight resize written to compile (segdeploy.model.resize)."""
 
     def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        from segdeploy.aoti.graph import resize_straight_compiled
+        from segdeploy.model.resize import resize_straight_compiled
 
         return resize_straight_compiled(low_res_masks, orig_im_size)
 

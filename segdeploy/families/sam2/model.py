@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from segdeploy.families.sam2 import contract as sam2_contract
 from segdeploy.model.common import MLP
 from segdeploy.model.mask_decoder import MaskDecoder
-from segdeploy.model.sam_decoder import DecoderConfig, SamDecoder
+from segdeploy.model.decoder import DecoderConfig, PromptableDecoder
 from segdeploy.model.transformer import TwoWayTransformer
 
 OUTPUT_TOKENS = 6  # object score, IoU, four mask tokens
@@ -142,7 +142,7 @@ def _block_order_rows(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return s0.astype(np.int64), s1.astype(np.int64)
 
 
-class Sam2Decoder(SamDecoder):
+class Sam2Decoder(PromptableDecoder):
     """Holds ``prompt_encoder`` and ``mask_decoder`` (SAM 1's holder with SAM 2's mask decoder);
     state-dict keys are SAM 1's layout (the official ``sam_prompt_encoder.*``/``sam_mask_decoder.*``
     keys map onto them, see weights.py)."""

@@ -18,7 +18,7 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.errors import BadInputError
 from segdeploy.families.sam2 import contract as sam2_contract
-from segdeploy.runtime.prompts import PromptRules, check_embedding
+from segdeploy.prompts import PromptRules, check_embedding
 
 SIDE = contract.MODEL_INPUT_SIZE
 
@@ -31,7 +31,7 @@ def to_square_frame(coords: np.ndarray, orig_size: tuple[int, int]) -> np.ndarra
     return out
 
 
-PROMPT_RULES = PromptRules(to_model_frame=to_square_frame, box_first=True, always_pad=True, longest_side_resize=False)
+PROMPT_RULES = PromptRules(to_model_frame=to_square_frame, box_first=True, always_pad=True)
 
 
 def check_features(value: Any, where: str = "") -> dict[str, np.ndarray]:
@@ -39,7 +39,9 @@ def check_features(value: Any, where: str = "") -> dict[str, np.ndarray]:
     ``image_embed`` and ``high_res_feats``) or as a sequence (image_embed, high_res_feats_0,
     high_res_feats_1); each with or without its leading 1. Returns C-contiguous float32 arrays by
     input name, without the leading dimension."""
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and set(value) == set(sam2_contract.IMAGE_INPUTS):  # by input name
+        parts = [value[name] for name in sam2_contract.IMAGE_INPUTS]
+    elif isinstance(value, Mapping):
         if "image_embed" not in value or "high_res_feats" not in value:
             raise BadInputError(f"{where}SAM 2 features are a mapping with image_embed and high_res_feats (SAM2ImagePredictor._features), got keys {sorted(value)[:4]}")
         parts = [value["image_embed"], *value["high_res_feats"]]

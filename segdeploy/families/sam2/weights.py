@@ -17,7 +17,7 @@ import torch
 
 from segdeploy.errors import BadInputError
 from segdeploy.families.sam2.model import VARIANTS, Sam2Decoder
-from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, file_sha256, read_checkpoint
+from segdeploy.weights import RANDOM_LOGIT_STD, CheckpointLayoutError, WeightsInfo, check_fits, file_sha256, read_checkpoint
 
 OFFICIAL_PREFIXES = {"sam_prompt_encoder.": "prompt_encoder.", "sam_mask_decoder.": "mask_decoder."}
 _OFFICIAL_MLP = re.compile(r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.([01])\.")
@@ -88,7 +88,7 @@ def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) ->
     state = from_official(raw)
     if not state:
         sample = ", ".join(sorted(raw)[:3]) or "no keys"
-        raise BadInputError(f"{checkpoint} has no sam_prompt_encoder.*/sam_mask_decoder.* weights (found {sample})")
+        raise CheckpointLayoutError(f"{checkpoint} has no sam_prompt_encoder.*/sam_mask_decoder.* weights (found {sample})", list(raw))
     model = Sam2Decoder(VARIANTS[variant])
     official = {key: value for key, value in raw.items() if key.startswith(tuple(OFFICIAL_PREFIXES))}
     if official:  # an official layout: errors name the keys as the file spells them

@@ -1,5 +1,6 @@
-"""The deployable decoder: SAM's prompt encoder + mask decoder, and the graph wrapper that export
-traces (prompt labels to tokens, ignored-slot masking, in-graph postprocessing)."""
+"""The deployable decoder every family builds on: a prompt encoder + mask decoder holder, the
+precision policy, and the graph wrapper that export traces (prompt labels to tokens, ignored-slot
+masking, the family's in-graph postprocessing). Knows no family: each one subclasses these."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from segdeploy import contract
 from segdeploy.contract import MaskOutput
@@ -32,11 +32,7 @@ class DecoderConfig:
     mask_in_chans: int = 16
 
 
-VARIANTS: dict[str, DecoderConfig] = {name: DecoderConfig() for name in contract.VARIANT_NAMES}
-DEFAULT_VARIANT = contract.DEFAULT_VARIANT
-
-
-class SamDecoder(nn.Module):
+class PromptableDecoder(nn.Module):
     """Holds ``prompt_encoder`` and ``mask_decoder`` under the official checkpoints' key names."""
 
     def __init__(self, config: DecoderConfig = DecoderConfig()) -> None:
@@ -59,23 +55,14 @@ class SamDecoder(nn.Module):
         self.mask_decoder = self.build_mask_decoder(config, transformer)
 
     def build_mask_decoder(self, config: DecoderConfig, transformer: TwoWayTransformer) -> MaskDecoder:
-        """The family's mask decoder around the two-way transformer (SAM 2 overrides it)."""
+        """The family's mask decoder around the two-way transformer (SAM's; families override it)."""
         return MaskDecoder(transformer_dim=config.embed_dim, transformer=transformer, num_multimask_outputs=config.num_multimask_outputs)
-
-
-def prepadded_size(orig_im_size: torch.Tensor, longest_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W) after SAM's longest-side resize, as floor(side * L / max(H, W) + 0.5) in integers."""
-    height, width = orig_im_size[0], orig_im_size[1]
-    longest = torch.maximum(height, width)
-    new_height = torch.div(height * longest_side + longest // 2, longest, rounding_mode="floor")
-    new_width = torch.div(width * longest_side + longest // 2, longest, rounding_mode="floor")
-    return new_height, new_width
 
 
 TORCH_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16, Precision.BF16: torch.bfloat16}
 
 
-def cast_decoder(decoder: SamDecoder, dtype: torch.dtype) -> SamDecoder:
+def cast_decoder(decoder: PromptableDecoder, dtype: torch.dtype) -> PromptableDecoder:
     """A copy whose mask decoder computes in ``dtype``, by the precision policy: matrix work and
     element-wise ops in the low type; LayerNorms (and softmax, see attention) in fp32; the prompt
     encoder (positional encoding of coordinates, a small share of the work) in fp32."""
@@ -93,7 +80,7 @@ class DecoderGraph(nn.Module):
     the dense positional encoding)."""
 
     def __init__(
-        self, decoder: SamDecoder, mask_output: MaskOutput, postprocess: bool, form: GraphForm = GraphForm()
+        self, decoder: PromptableDecoder, mask_output: MaskOutput, postprocess: bool, form: GraphForm = GraphForm()
     ) -> None:
         super().__init__()
         self.form = form
@@ -151,9 +138,9 @@ class DecoderGraph(nn.Module):
         return masks, iou_predictions, low_res_masks
 
     def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        """The in-graph postprocessing: low-res logits to the original size, by the family's rule
-        (SAM 1: ``upscale_masks``). Compiled forms override this one step."""
-        return upscale_masks(low_res_masks, orig_im_size)
+        """The in-graph postprocessing: low-res logits to the original size, by the family's rule.
+        Each family's graph defines it; compiled forms override this one step."""
+        raise NotImplementedError(f"{type(self).__name__} has no in-graph postprocessing")
 
 
     def prompt_tokens(
@@ -189,81 +176,3 @@ class DecoderGraph(nn.Module):
         ignored = torch.cat([output_slots, ignored], dim=1)
         token_mask = (ignored * IGNORED_SLOT_LOGIT)[:, None, None, :]
         return sparse, src, pos_tokens, token_mask, grid
-
-
-class MultiImageDecoderGraph(DecoderGraph):
-    """The multi-image flavor: prompts on several images in one call, each prompt naming its image
-    by ``image_index``; no in-graph postprocessing (original sizes differ per image)."""
-
-    def __init__(self, decoder: SamDecoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
-        super().__init__(decoder, mask_output, postprocess=False, form=form)
-
-    def forward(  # type: ignore[override]
-        self,
-        image_embeddings: torch.Tensor,
-        image_index: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        return self.decode(image_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input)
-
-
-class OfficialSignatureGraph(DecoderGraph):
-    """The official SamOnnxModel export's signature (float32 ``orig_im_size``, ``has_mask_input`` [1],
-    one prompt per call), computed by our decoder: correct at every image size, since the crop size
-    comes from ``orig_im_size`` at run time. ``MaskOutput.BEST`` reproduces ``return_single_mask=True``:
-    token 0 when the prompt has more than 2 points (padding point included), else the best-scored
-    of tokens 1..3."""
-
-    def __init__(self, decoder: SamDecoder, mask_output: MaskOutput, form: GraphForm = GraphForm()) -> None:
-        super().__init__(decoder, MaskOutput.ALL, postprocess=False, form=form)
-        self.best = mask_output is MaskOutput.BEST
-
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-        orig_im_size: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, ...]:
-        iou_predictions, low_res_masks = self.decode(image_embeddings, None, point_coords, point_labels, mask_input, has_mask_input)
-        if self.best:  # SamOnnxModel.select_masks, written as arithmetic
-            multiclick = torch.tensor([1000.0, 0.0, 0.0, 0.0], dtype=iou_predictions.dtype)
-            score = iou_predictions + (point_coords.shape[1] - 2.5) * multiclick
-            best = torch.argmax(score, dim=1, keepdim=True)
-            iou_predictions = torch.gather(iou_predictions, 1, best)
-            index = best[:, :, None, None].expand(-1, 1, low_res_masks.shape[-2], low_res_masks.shape[-1])
-            low_res_masks = torch.gather(low_res_masks, 1, index)
-        masks = self.upscale(low_res_masks, orig_im_size.to(torch.int64))
-        return masks, iou_predictions, low_res_masks
-
-
-def decoder_graph(decoder: SamDecoder, layout: contract.GraphLayout, form: GraphForm = GraphForm()) -> DecoderGraph:
-    """The module whose inputs and outputs are ``layout``'s, in ``form``."""
-    if layout.official:
-        return OfficialSignatureGraph(decoder, layout.mask_output, form)
-    if layout.multi_image:
-        return MultiImageDecoderGraph(decoder, layout.mask_output, form)
-    return DecoderGraph(decoder, layout.mask_output, layout.postprocess, form)
-
-
-def upscale_masks(low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-    """SAM's postprocessing: bilinear to the model-input frame, crop the padding, bilinear to (H, W).
-
-    The padding is mostly cropped before the first upsampling: only low-res rows (columns) up to
-    ceil(h'/4) + 1 reach the kept part of the x4 upsample, and with the scale still exactly 4 the
-    kept pixels are the same; the second crop then trims a few rows and columns.
-    """
-    side = contract.MODEL_INPUT_SIZE
-    factor = side // low_res_masks.shape[-1]
-    new_height, new_width = prepadded_size(orig_im_size, side)
-    rows = torch.clamp(new_height // factor + 2, max=low_res_masks.shape[-2])
-    cols = torch.clamp(new_width // factor + 2, max=low_res_masks.shape[-1])
-    masks = low_res_masks[..., :rows, :cols]
-    masks = F.interpolate(masks, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
-    masks = masks[..., :new_height, :new_width]
-    return F.interpolate(masks, size=(orig_im_size[0], orig_im_size[1]), mode="bilinear", align_corners=False)

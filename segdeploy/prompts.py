@@ -1,5 +1,6 @@
-"""Prompts in the original image's pixel frame: checked, moved into the model-input frame exactly
-as segment-anything's ``ResizeLongestSide`` does, and packed into the contract's feeds."""
+"""Prompts in the original image's pixel frame: checked, moved into the model-input frame by the
+family's rules (``families/<name>/rules.py``: as its predictor does it), and packed into the
+contract's feeds."""
 
 from __future__ import annotations
 
@@ -52,33 +53,15 @@ class CheckedPrompt:
     multimask_output: bool
 
 
-def preprocess_shape(orig_size: tuple[int, int], side: int = contract.MODEL_INPUT_SIZE) -> tuple[int, int]:
-    """(H, W) after the longest-side resize, with SAM's own float arithmetic."""
-    height, width = orig_size
-    scale = side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def to_model_frame(coords: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
-    """x,y pixels of the original image -> the model-input frame (``ResizeLongestSide.apply_coords``)."""
-    new_height, new_width = preprocess_shape(orig_size)
-    out = np.array(coords, dtype=np.float64)
-    out[..., 0] *= new_width / orig_size[1]
-    out[..., 1] *= new_height / orig_size[0]
-    return out
-
-
 @dataclass(frozen=True)
 class PromptRules:
-    """How a decoder family writes a prompt in its model-input frame (SAM 1's by default)."""
+    """How a decoder family's predictor writes a prompt in its model-input frame."""
 
-    to_model_frame: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = to_model_frame
-    box_first: bool = False  # SAM 2's predictor puts the box corners before the clicks
-    always_pad: bool = False  # SAM 2's predictor ends every prompt with the padding point, box or not
-    longest_side_resize: bool = True  # SAM 1 keeps the aspect ratio: a side can shrink to nothing
-
-
-SAM1_RULES = PromptRules()
+    to_model_frame: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # x,y pixels -> model-input frame
+    box_first: bool = False  # the box corners go before the clicks (else after them)
+    always_pad: bool = False  # every prompt ends with the padding point, box or not (else only without a box)
+    # (H, W) of the image in the model-input frame, where a side can shrink to nothing (aspect kept)
+    resized_size: Callable[[tuple[int, int]], tuple[int, int]] | None = None
 
 
 def check_orig_size(value: Any, where: str = "") -> tuple[int, int]:
@@ -125,11 +108,11 @@ def check_embedding(value: Any, where: str = "") -> np.ndarray:
     return array
 
 
-def check_prompt(prompt: Prompt, where: str = "", rules: PromptRules = SAM1_RULES) -> CheckedPrompt:
-    """Check one prompt and move it into the model-input frame (as ``SamPredictor.predict``, or as
-    the predictor of the family whose ``rules`` are given)."""
+def check_prompt(prompt: Prompt, rules: PromptRules, where: str = "") -> CheckedPrompt:
+    """Check one prompt and move it into the model-input frame as the predictor of the family whose
+    ``rules`` are given does."""
     orig_size = check_orig_size(prompt.orig_size, where)
-    if rules.longest_side_resize and min(preprocess_shape(orig_size)) < 1:
+    if rules.resized_size is not None and min(rules.resized_size(orig_size)) < 1:
         raise BadInputError(f"{where}orig_size {orig_size} is too elongated: its short side is 0 pixels once the long side is {contract.MODEL_INPUT_SIZE}")
     if prompt.point_coords is None and prompt.box is None:
         raise BadInputError(f"{where}a prompt needs point_coords (with point_labels) or a box")

@@ -13,11 +13,8 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from segdeploy.contract import GraphLayout, MaskOutput, Signature
 from segdeploy.errors import MissingDependencyError
 from segdeploy.graph_io import write_atomically
-from segdeploy.runners.base import Runner
-
 
 INSTALL_HINT = "pip install 'segdeploy[official]' (or pip install segment-anything==1.0)"
 
@@ -97,15 +94,3 @@ def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
     write_atomically(Path(path), buffer.getvalue())
     return Path(path)
 
-
-def official_runner(path: Path, threads: int | None = None, mask_output: MaskOutput = MaskOutput.ALL) -> Runner:
-    """The official export (or any graph with its signature) on onnxruntime, under our contract's
-    feeds: one prompt per call, as it must."""
-    from segdeploy.runners.ort_runner import OrtRunner
-    from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
-
-    layout = GraphLayout(mask_output, postprocess=True, signature=Signature.OFFICIAL)
-    inner = OrtRunner(path, layout.inputs(), layout.output_names(), threads=threads)
-    runner = PromptByPromptRunner(inner, layout)
-    runner.name = "official-onnx"
-    return runner

@@ -1,0 +1,30 @@
+"""Exports stay byte-identical across refactors: every family, form, target, signature, flavor and
+precision hashed against tests/data/export_sha256.json (written by ``python tests/export_identity.py
+--write`` before the refactor the manifest guards)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import export_identity
+
+MANIFEST = json.loads(export_identity.MANIFEST.read_text())
+
+
+@pytest.fixture(scope="module")
+def same_toolchain():
+    here = export_identity.toolchain()
+    if here != MANIFEST["toolchain"]:
+        pytest.skip(f"the manifest was made with {MANIFEST['toolchain']}, this environment has {here}: the bytes also depend on the exporter")
+
+
+@pytest.mark.parametrize("name", sorted(export_identity.configs()))
+def test_export_is_byte_identical(name, same_toolchain, tmp_path):
+    fields = export_identity.configs()[name]
+    assert export_identity.export_sha256(fields, tmp_path) == MANIFEST["graphs"][name], f"{name} ({fields}) changed"
+
+
+def test_manifest_covers_every_config():
+    assert set(MANIFEST["graphs"]) == set(export_identity.configs())

@@ -69,7 +69,9 @@ class Family(ABC):
             layout = self.layout(MASKS_PER_PROMPT[dims[1]], postprocess, multi_image)
             if [s.name for s in layout.inputs()] == list(input_names):
                 return layout
-        raise BadInputError(f"inputs {input_names} are not a {self.title} graph's")
+        raise BadInputError(f"inputs {input_names} are {self.unknown_inputs_text}")
+
+    unknown_inputs_text = "not a graph of this family's"  # how layout_from_io names inputs it does not know
 
     def owns_checkpoint(self, keys: list[str]) -> bool:
         """Whether a checkpoint with these keys is in this family's official layout."""

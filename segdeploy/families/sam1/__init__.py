@@ -28,6 +28,7 @@ class Sam1Family(Family):
     image_inputs = sam1_contract.IMAGE_INPUTS
     signatures = (Signature.SEGDEPLOY, Signature.OFFICIAL)
     checkpoint_prefixes = ("prompt_encoder.", "mask_decoder.")
+    unknown_inputs_text = "neither segdeploy's contract nor the official export's signature"
 
     def input_specs(self, layout):
         return sam1_contract.input_specs(layout)

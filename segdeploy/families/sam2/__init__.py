@@ -24,6 +24,7 @@ class Sam2Family(Family):
     name = "sam2"
     title = "SAM 2"
     checkpoint_prefixes = ("sam_prompt_encoder.", "sam_mask_decoder.")
+    unknown_inputs_text = "not a SAM 2 graph's"
     variant_names = sam2_contract.VARIANT_NAMES
     default_variant = sam2_contract.DEFAULT_VARIANT
     image_inputs = sam2_contract.IMAGE_INPUTS

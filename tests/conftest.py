@@ -148,9 +148,56 @@ def sam2_package(sam2_all, tmp_path_factory):
     try:
         require_toolchain("cpu")
     except MissingDependencyError as error:
-        pytest.skip(str(error))
+        pytest.fail(f"{error}; {CPP_TOOLS_HINT}")
     out = tmp_path_factory.mktemp("sam2-aoti") / "sam2_all.pt2"
     args = ["build-engine", "--runtime", "aoti", "--onnx", str(sam2_all.path), "--out", str(out), "--prompts", "1:2:8", "--points", "1:3:8"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
+
+
+# AOTInductor: one package and one C++ build per session, shared by tests/test_aoti.py and the README
+# test (which reuses them for its own identical commands instead of compiling again).
+
+AOTI_RANGES = ["--prompts", "1:4:16", "--points", "1:4:16"]  # what the README's AOTInductor section builds with
+CPP_TOOLS_HINT = "apt-get install -y cmake g++ (the Makefile's `make check-tools` says what is missing)"
+
+
+@pytest.fixture(scope="session")
+def package(exported, tmp_path_factory) -> Path:
+    """The default graph (few-token form, postprocessing) compiled for the CPU at the README's ranges."""
+    from typer.testing import CliRunner
+
+    from segdeploy.aoti.builder import require_toolchain
+    from segdeploy.cli import app
+    from segdeploy.errors import MissingDependencyError
+
+    try:
+        require_toolchain("cpu")
+    except MissingDependencyError as error:
+        pytest.fail(f"{error}; {CPP_TOOLS_HINT}")
+    out = tmp_path_factory.mktemp("aoti") / "decoder.pt2"
+    result = CliRunner().invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), "--out", str(out), *AOTI_RANGES])
+    assert result.exit_code == 0, result.output
+    assert f"built {out} (fp32 on cpu, torch " in result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def cpp_example(tmp_path_factory) -> Path:
+    """examples/cpp built against the torch wheel's libtorch."""
+    import shutil
+    import subprocess
+
+    import torch.utils
+
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the C++ example needs {' and '.join(missing)}: {CPP_TOOLS_HINT}")
+    root = Path(__file__).resolve().parent.parent
+    build = tmp_path_factory.mktemp("cpp")
+    configure = ["cmake", "-S", str(root / "examples/cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return build / "segdeploy_aoti"

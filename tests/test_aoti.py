@@ -25,46 +25,7 @@ SAM1 = get_family("sam1")
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
-RANGES = ["--prompts", "1:2:8", "--points", "1:3:16"]
-
-
-def _compiler_problem() -> str | None:
-    from segdeploy.aoti.builder import require_toolchain
-
-    try:
-        require_toolchain("cpu")
-    except MissingDependencyError as error:
-        return str(error)
-    return None
-
-
-@pytest.fixture(scope="session")
-def package(exported, tmp_path_factory) -> Path:
-    """The default graph (few-token form, postprocessing) compiled for the CPU."""
-    problem = _compiler_problem()
-    if problem:
-        pytest.skip(problem)
-    out = tmp_path_factory.mktemp("aoti") / "decoder.pt2"
-    result = runner.invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), "--out", str(out), *RANGES])
-    assert result.exit_code == 0, result.output
-    assert f"built {out} (fp32 on cpu, torch " in result.output
-    return out
-
-
-@pytest.fixture(scope="session")
-def cpp_example(tmp_path_factory) -> Path:
-    """examples/cpp built against the torch wheel's libtorch."""
-    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"the C++ example needs {' and '.join(missing)} (apt-get install cmake g++)")
-    import torch.utils
-
-    build = tmp_path_factory.mktemp("cpp")
-    configure = ["cmake", "-S", str(ROOT / "examples/cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
-    for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
-        done = subprocess.run(command, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return build / "segdeploy_aoti"
+from conftest import AOTI_RANGES as RANGES  # the README's ranges: the README test reuses this package
 
 
 def copy_package(package: Path, folder: Path, **sidecar_changes) -> Path:
@@ -98,7 +59,7 @@ def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["candidate"] == "aoti" and data["passed"]
-    too_big = [spec.name for spec in MATRIX if spec.prompts > 8]  # RANGES: prompts 1..8
+    too_big = [spec.name for spec in MATRIX if spec.prompts > 16]  # RANGES: prompts 1..16
     assert too_big and [s.split(":")[0] for s in data["skipped"]] == too_big
     assert all("outside the package's compiled ranges" in s for s in data["skipped"])
     assert len(data["cases"]) == len(MATRIX) - len(too_big) and f"({len(too_big)} skipped: outside" in result.output
@@ -155,7 +116,7 @@ def test_calls_outside_the_compiled_ranges_are_refused(package, rng):
     from segdeploy.families.sam1.cases import draw_case
     from segdeploy.runners.aoti_runner import AotiRunner
 
-    case = draw_case(MATRIX[-1], rng)  # 32 prompts; the package takes 1..8
+    case = draw_case(MATRIX[-1], rng)  # 32 prompts; the package takes 1..16
     with AotiRunner.from_package(package) as aoti, pytest.raises(BadInputError, match="outside the package's compiled ranges"):
         aoti.infer(case.feeds)
 

@@ -29,6 +29,12 @@ A command fails the test when it exits non-zero or prints a Python traceback. Be
 - An export whose parsed options (defaults filled in) match one already run is not run again
   (exports are deterministic, byte-identical); its file is touched, so "the newest under export/"
   picks it as a rerun would.
+- What the session already built is reused, not built again: an AOTInductor build of a graph whose
+  bytes and ranges equal the session's package (tests/conftest.py ``package``) copies that package
+  and its sidecar to the command's output (the sidecar then names this folder's graph); the C++
+  example's ``cmake -S examples/cpp -B DIR`` copies the session's build (``cpp_example``) to DIR, and
+  ``cmake --build DIR`` finds it built. The commands that use them (verify, bench, the C++ binary,
+  ``prompts.py``) run for real.
 
 ``SEGDEPLOY_README`` points the test at another README (e.g. a copy with a command broken on purpose).
 """
@@ -144,10 +150,9 @@ def write_random_checkpoint(path: Path, variant: str | None) -> None:
     """A decoder-only checkpoint of seeded random weights (.safetensors or torch.save)."""
     import torch
 
-    from segdeploy.contract import DEFAULT_VARIANT
-    from segdeploy.families.sam1.weights import load_decoder
+    from segdeploy.registry import default_variant, load_decoder
 
-    state = {k: v.contiguous() for k, v in load_decoder(variant or DEFAULT_VARIANT, seed=1)[0].state_dict().items()}
+    state = {k: v.contiguous() for k, v in load_decoder(variant or default_variant(), None, 1)[0].state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -160,9 +165,11 @@ def write_random_checkpoint(path: Path, variant: str | None) -> None:
 class ReadmeChecker:
     """Runs a README's commands in ``workdir`` and records one Outcome per command."""
 
-    def __init__(self, workdir: Path, tensorrt_here: bool = False) -> None:
+    def __init__(self, workdir: Path, tensorrt_here: bool = False, package: Path | None = None, cpp_build: Path | None = None) -> None:
         self.workdir = workdir
         self.tensorrt_here = tensorrt_here
+        self.package = package  # an AOTInductor package the session built (its sidecar says from what)
+        self.cpp_build = cpp_build  # the session's build folder of examples/cpp
         self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         self.exports: dict[tuple[str, ...], Path] = {}
         self.outcomes: list[Outcome] = []
@@ -265,6 +272,10 @@ class ReadmeChecker:
         if needs_tensorrt(argv) and self.tensorrt_here:
             outcome.note = "not run: TensorRT is here (make test-gpu)"
             return True
+        reused = self.reuse(argv)
+        if reused:
+            outcome.note = reused
+            return True
         key = export_key(argv)
         if key in self.exports:
             self.exports[key].touch()
@@ -283,6 +294,35 @@ class ReadmeChecker:
         if key is not None and result.returncode == 0 and written:
             self.exports[key] = self.workdir / written.group(1)
         return result.returncode == 0 and outcome.problem is None
+
+    def reuse(self, argv: list[str]) -> str | None:
+        """Stand in for a build the session already made (see the module docstring); the note, or None."""
+        import json
+        import shutil
+
+        options = dict(zip(argv, argv[1:]))
+        if self.cpp_build is not None and argv[:2] == ["cmake", "-S"] and options.get("-S", "").endswith("examples/cpp") and "-B" in options:
+            shutil.copytree(self.cpp_build.parent, self.workdir / options["-B"], dirs_exist_ok=True)
+            return "reused the session's build of examples/cpp"
+        if self.cpp_build is not None and argv[:2] == ["cmake", "--build"] and (self.workdir / argv[2] / self.cpp_build.name).exists():
+            return "built already (the session's build)"
+        if self.package is None or argv[:2] != ["segdeploy", "build-engine"] or options.get("--runtime") != "aoti":
+            return None
+        from conftest import AOTI_RANGES
+
+        from segdeploy.weights import file_sha256
+
+        graph = self.workdir / options["--onnx"] if "--onnx" in options else max(
+            (self.workdir / "export").glob("*.onnx"), key=lambda p: p.stat().st_mtime, default=None)
+        sidecar = json.loads(self.package.with_suffix(".json").read_text())
+        ranges = [word for word in argv[2:] if word not in ("--runtime", "aoti")]
+        if graph is None or not graph.is_file() or ranges != AOTI_RANGES or file_sha256(graph) != sidecar["onnx_sha256"]:
+            return None
+        out = self.workdir / "engines" / f"{graph.stem}_aoti_cpu.pt2"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.package, out)
+        out.with_suffix(".json").write_text(json.dumps({**sidecar, "onnx_path": str(graph.relative_to(self.workdir))}, indent=2))
+        return f"reused the session's identical AOTInductor package (same graph bytes, same ranges) as {out.relative_to(self.workdir)}"
 
     def expand(self, argv: list[str]) -> list[str]:
         """Paths to this environment's tools, globs, placeholders, missing checkpoints, small sizes."""
@@ -347,7 +387,25 @@ class ReadmeChecker:
             return
         outcome.seconds = time.perf_counter() - started
         outcome.exit_code = result.returncode
-        outcome.problem = self.judge([sys.executable, script.name], result)
+        outcome.problem = self.judge([sys.executable, script.name], result) or unprinted(block.text, result.stdout)
+
+
+def printed_comments(code: str) -> list[str]:
+    """What a Python block's ``print(...)  # shown`` lines say they print, in order."""
+    return [m.group(1).strip() for m in re.finditer(r"^\s*print\(.*\)\s*#\s*(.+)$", code, re.M)]
+
+
+def unprinted(code: str, stdout: str) -> str | None:
+    """The first shown output that the block does not print (each in a later line than the one before)."""
+    lines = stdout.splitlines()
+    position = 0
+    for shown in printed_comments(code):
+        while position < len(lines) and shown not in lines[position]:
+            position += 1
+        if position == len(lines):
+            return f"does not print what the README shows: {shown!r}; it printed: " + tail(stdout)
+        position += 1
+    return None
 
 
 def shell_lines(block: Block) -> list[tuple[int, str, list[str]]]:
@@ -380,13 +438,13 @@ def render(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
-def check_readme(readme: Path, workdir: Path) -> list[Outcome]:
+def check_readme(readme: Path, workdir: Path, package: Path | None = None, cpp_build: Path | None = None) -> list[Outcome]:
     """Run every command of ``readme`` in ``workdir``; one Outcome per command, problems included."""
-    return ReadmeChecker(workdir, tensorrt_here=_has_tensorrt_and_gpu()).check(readme.read_text())
+    return ReadmeChecker(workdir, tensorrt_here=_has_tensorrt_and_gpu(), package=package, cpp_build=cpp_build).check(readme.read_text())
 
 
-def test_every_readme_command_runs(tmp_path):
-    outcomes = check_readme(README, tmp_path)
+def test_every_readme_command_runs(tmp_path, package, cpp_example):
+    outcomes = check_readme(README, tmp_path, package, cpp_example)
     print(render(outcomes))
     problems = [o for o in outcomes if o.problem]
     assert not problems, "README commands that do not work as documented:\n" + render(problems)
@@ -416,6 +474,11 @@ segdeploy 0.0.0-not-this
 ```python
 import segdeploy_has_no_such_module
 ```
+
+```python
+print((3, 4))  # (3, 4)
+print("shape", (2, 256, 256))  # (3, 256, 256)
+```
 """
 
 
@@ -425,13 +488,22 @@ def test_checker_reports_broken_commands(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     outcomes = {o.line: o for o in ReadmeChecker(work, tensorrt_here=False).check(readme.read_text())}
-    assert sorted(outcomes) == [4, 5, 6, 7, 15, 20]  # the text block is not run
+    assert sorted(outcomes) == [4, 5, 6, 7, 15, 20, 24]  # the text block is not run
     assert outcomes[4].problem is None and outcomes[4].exit_code == 0
     assert outcomes[5].problem.startswith("exit 2")
     assert outcomes[6].problem.startswith("needs TensorRT: expected exit 2 and one 'error:' line")  # usage text, not one line
     assert outcomes[7].problem == "unknown extras ['nonexistent']"
     assert outcomes[15].problem.startswith("does not print what the README shows: 'segdeploy 0.0.0-not-this'")
     assert outcomes[20].problem.startswith("printed a traceback") and "segdeploy_has_no_such_module" in outcomes[20].problem
+    assert outcomes[24].problem.startswith("does not print what the README shows: '(3, 256, 256)'")  # the first print matched
+
+
+def test_printed_comments_are_matched_in_order():
+    code = "x = 1\nprint(x)  # 1\nfor i in range(2):\n    print(i, 'b')  # b\nprint('end')\n"
+    assert printed_comments(code) == ["1", "b"]
+    assert unprinted(code, "1\n0 b\n1 b\nend\n") is None
+    assert unprinted(code, "0 b\n1\n") is not None  # 'b' must come after '1'
+
 
 
 def test_make_demo_expands_to_its_recipe():

@@ -105,10 +105,10 @@ def test_predict_batch_many_images_equals_one_by_one(exported_multi, fresh_seed)
     with Decoder.load(exported_multi.path) as decoder:
         calls = []
         original_infer = decoder.runner.infer
-        decoder.runner.infer = lambda feeds: calls.append(feeds["point_coords"].shape) or original_infer(feeds)
+        decoder.runner.infer = lambda feeds: calls.append((feeds["point_coords"].shape, feeds["image_embeddings"].shape)) or original_infer(feeds)
         batched = decoder.predict_batch(prompts)
-        assert len(calls) == 1 and calls[0][0] == 64, "64 prompts on 8 images must be one backend call"
-        assert decoder.runner.infer is not original_infer
+        assert len(calls) == 1 and calls[0][0][0] == 64, "64 prompts on 8 images must be one backend call"
+        assert calls[0][1][0] == len(images), "each image's embedding is sent once, however many prompts share it"
         for i, prompt in enumerate(prompts):
             alone = decoder.predict(
                 prompt.embedding, point_coords=prompt.point_coords, point_labels=prompt.point_labels, box=prompt.box,
@@ -138,15 +138,21 @@ def test_single_image_graph_batches_per_image(exported_all, rng):
 
 def test_host_postprocess_equals_sam_and_in_graph(exported_all, rng):
     """Host-side resizing (multi-image path) gives SAM's Sam.postprocess_masks and the graph's masks."""
+    from predictor_oracle import _torchvision_stand_in
+
     from segdeploy.families.sam1.baseline import import_official
-    from segdeploy.families.sam1.rules import preprocess_shape, upscale_to_original
+    from segdeploy.families.sam1.rules import upscale_to_original
+
+    _torchvision_stand_in()
+    from segment_anything.utils.transforms import ResizeLongestSide
 
     sam_postprocess = import_official()[0].Sam.postprocess_masks
     fake_sam = type("FakeSam", (), {"image_encoder": type("E", (), {"img_size": 1024})()})()
     with Decoder.load(exported_all.path) as decoder:
         for size in SIZES + [(1, 1), (4096, 37)]:
             low_res = (12.0 * rng.standard_normal((2, 4, 256, 256))).astype(np.float32)
-            want = sam_postprocess(fake_sam, torch.from_numpy(low_res), preprocess_shape(size), size).numpy()
+            input_size = ResizeLongestSide.get_preprocess_shape(size[0], size[1], 1024)  # SAM's own crop, not ours
+            want = sam_postprocess(fake_sam, torch.from_numpy(low_res), input_size, size).numpy()
             got = upscale_to_original(low_res, size)
             assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4, size
             embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)

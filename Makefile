@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 SAM2_SPEC ?= sam2==1.1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-gpu bench clean sam2-oracle
+.PHONY: setup demo test test-gpu bench clean sam2-oracle check-tools
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +29,12 @@ demo: setup
 	$(SEGDEPLOY) export --opset 17
 	$(SEGDEPLOY) verify --report export/verify-report.json
 
-test: setup
+# The AOTInductor and C++ example tests compile C++: they fail (not skip) without these.
+check-tools:
+	@missing=""; for tool in cmake c++; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then echo "missing:$$missing (apt-get install -y cmake g++)"; exit 1; fi
+
+test: setup check-tools
 	$(PY) -m pytest -q --durations=15
 
 test-gpu: setup

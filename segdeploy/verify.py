@@ -189,7 +189,6 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     else:  # another tool's export: its signature from its I/O, its weights from --checkpoint
         precision = "fp32"
         layout, decoder, weights = foreign_graph(model, options.onnx, options.checkpoint)
-    mask_output, postprocess, multi_image = layout.mask_output, layout.postprocess, layout.multi_image
     if options.engine is not None:
         precision = engine_precision(options.engine)
     tolerance = contract.TOLERANCES[precision]

@@ -18,14 +18,13 @@ from typer.testing import CliRunner
 
 from segdeploy import contract
 from segdeploy.cli import app
-from segdeploy.errors import BadInputError, MissingDependencyError
+from segdeploy.errors import BadInputError
 from segdeploy.registry import get_family
 
 SAM1 = get_family("sam1")
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
-from conftest import AOTI_RANGES as RANGES  # the README's ranges: the README test reuses this package
 
 
 def copy_package(package: Path, folder: Path, **sidecar_changes) -> Path:
@@ -59,7 +58,7 @@ def test_verify_engine_passes_on_the_package(package, tmp_path, fresh_seed):
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["candidate"] == "aoti" and data["passed"]
-    too_big = [spec.name for spec in MATRIX if spec.prompts > 16]  # RANGES: prompts 1..16
+    too_big = [spec.name for spec in MATRIX if spec.prompts > 16]  # conftest.AOTI_RANGES: prompts 1..16
     assert too_big and [s.split(":")[0] for s in data["skipped"]] == too_big
     assert all("outside the package's compiled ranges" in s for s in data["skipped"])
     assert len(data["cases"]) == len(MATRIX) - len(too_big) and f"({len(too_big)} skipped: outside" in result.output

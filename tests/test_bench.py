@@ -94,7 +94,6 @@ def test_plot_y_axis_starts_at_zero():
 
 
 def test_onnxruntime_threads_stop_spinning_only_beside_a_torch_backend(exported):
-    from segdeploy import contract
     from segdeploy.bench import quiet_onnxruntime_threads
     from segdeploy.runners.ort_runner import OrtRunner
 

@@ -107,10 +107,11 @@ def test_unknown_variant():
 
 
 def test_random_weights_are_seeded_and_give_realistic_logits(rng):
+    from segdeploy.contract import MaskOutput
     from segdeploy.families.sam1.cases import SAM1_MATRIX as MATRIX
     from segdeploy.families.sam1.cases import draw_case
-    from segdeploy.contract import MaskOutput, input_specs
     from segdeploy.families.sam1.graph import SamDecoderGraph as DecoderGraph
+    from segdeploy.registry import get_family
 
     seed = int(rng.integers(1 << 30))
     a, b = random_decoder("sam_vit_b", seed), random_decoder("sam_vit_b", seed)
@@ -118,7 +119,7 @@ def test_random_weights_are_seeded_and_give_realistic_logits(rng):
     assert not torch.equal(a.state_dict()["mask_decoder.iou_token.weight"], random_decoder("sam_vit_b", seed + 1).state_dict()["mask_decoder.iou_token.weight"])
     case = draw_case(MATRIX[3], rng, postprocess=False)
     with torch.no_grad():
-        _, low = DecoderGraph(a, MaskOutput.MULTI, False)(*(torch.from_numpy(case.feeds[s.name]) for s in input_specs(False)))
+        _, low = DecoderGraph(a, MaskOutput.MULTI, False)(*(torch.from_numpy(case.feeds[s.name]) for s in get_family("sam1").layout(postprocess=False).inputs()))
     # tens, as with trained SAM weights; default initialisation would give logits under 1
     assert RANDOM_LOGIT_STD / 3 < float(low.std()) < RANDOM_LOGIT_STD * 3
     assert float(low.abs().max()) > 10

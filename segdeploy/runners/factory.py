@@ -31,7 +31,7 @@ def make_runner(
 
 
 def _runner(
-    backend: str, onnx: Path, metadata: dict[str, str], layout: contract.GraphLayout, *,
+    backend: str, onnx: Path, metadata: dict[str, str], layout: GraphLayout, *,
     threads: int | None, checkpoint: Path | None, engine: Path | None,
 ) -> Runner:
     inputs, outputs = layout.inputs(), layout.output_names()

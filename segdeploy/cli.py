@@ -153,6 +153,7 @@ def verify(
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     backend: Annotated[str, typer.Option(help="What runs the graph: onnxruntime, or onnx-reference (ONNX's own numpy evaluator: slow, but it runs bf16 graphs, which onnxruntime's CPU provider cannot).")] = "onnxruntime",
+    max_side: Annotated[Optional[int], typer.Option(min=1, help="Shrink every row's original image to at most this side (aspect kept): the whole matrix, with less resizing.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
 ) -> None:
     """Compare the graph (or its TensorRT engine) with the eager model on the case matrix; exit 1 on a mismatch."""
@@ -163,7 +164,7 @@ def verify(
 
         onnx = Path(call(read_engine_sidecar, engine).onnx_path)
     path = onnx or call(newest_export)
-    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine, backend=backend)
+    options = VerifyOptions(onnx=path, checkpoint=checkpoint, cases=cases, seed=seed, threads=threads, engine=engine, backend=backend, max_side=max_side)
     with spinner_progress("verify") as (_, count):
         result = verify_graph(options, count)
     typer.echo(render_report(result))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,7 @@ class VerifyOptions:
     threads: int | None = None
     engine: Path | None = None  # a TensorRT plan or AOTInductor .pt2 package built from ``onnx``: verified instead of onnxruntime
     backend: str = "onnxruntime"  # what runs the graph itself: onnxruntime, or onnx-reference (ONNX's numpy evaluator: slow; bf16 too)
+    max_side: int | None = None  # shrink each row's original image size to at most this side (aspect kept): every row, less resizing
 
 
 GRAPH_BACKENDS = ("onnxruntime", "onnx-reference")  # what `verify --backend` runs a graph on
@@ -126,6 +127,21 @@ def engine_refusal(engine: Path) -> Callable[[dict[str, np.ndarray]], str]:
         return ""
 
     return why_not
+
+
+def cap_size(case: Case, max_side: int) -> Case:
+    """The case with its original image size shrunk to at most ``max_side`` (aspect kept, sides at
+    least 1). Prompts stay as drawn: their model-input frame follows the aspect ratio, not the size."""
+    height, width = case.spec.orig_size
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return case
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    feeds = dict(case.feeds)
+    if contract.ORIG_IM_SIZE.name in feeds:
+        feeds[contract.ORIG_IM_SIZE.name] = np.array(size, np.int64)
+    spec = replace(case.spec, name=f"{case.spec.name} (at {size[0]}x{size[1]})", orig_size=size)
+    return replace(case, spec=spec, feeds=feeds)
 
 
 def check_engine_source(engine: Path, onnx: Path) -> None:
@@ -219,6 +235,8 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
         report.seconds = time.perf_counter() - started
         return report
     cases = layout.family.draw_cases(np.random.default_rng(seed), options.cases, layout)
+    if options.max_side is not None:
+        cases = [cap_size(case, options.max_side) for case in cases]
     if options.engine is not None:  # an engine takes what it was built for: the other rows are listed, not run
         why_not = engine_refusal(options.engine)
         refusals = [why_not(case.feeds) for case in cases]

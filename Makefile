@@ -29,10 +29,14 @@ demo: setup
 	$(SEGDEPLOY) export --opset 17
 	$(SEGDEPLOY) verify --report export/verify-report.json
 
-# The AOTInductor and C++ example tests compile C++: they fail (not skip) without these.
+# System tools the tests run for real: cmake and a C++ compiler (AOTInductor, the C++ example) and
+# redis-server (the shared image store). Installed with apt-get where we are root; else named.
+APT_TOOLS := cmake:cmake c++:g++ redis-server:redis-server
 check-tools:
-	@missing=""; for tool in cmake c++; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
-	if [ -n "$$missing" ]; then echo "missing:$$missing (apt-get install -y cmake g++)"; exit 1; fi
+	@missing=""; for pair in $(APT_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then echo "missing:$$missing (apt-get install -y$$missing)"; exit 1; fi
 
 test: setup check-tools
 	$(PY) -m pytest -q --durations=15

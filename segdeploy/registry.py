@@ -88,11 +88,13 @@ def family_of_checkpoint(keys: Iterable[str]) -> Family | None:
     return None
 
 
-def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) -> tuple[object, WeightsInfo]:
-    """The eager decoder of ``variant`` from ``checkpoint`` or seeded random weights; a checkpoint of
-    another family is refused in one line that names a variant of that family."""
+def load_decoder(variant: str | None = None, checkpoint: Path | None = None, seed: int = 0) -> tuple[object, WeightsInfo]:
+    """The eager decoder of ``variant`` (default: the default family's default) from ``checkpoint``
+    or seeded random weights; a checkpoint of another family is refused in one line that names a
+    variant of that family."""
     from segdeploy.weights import CheckpointLayoutError
 
+    variant = variant or default_variant()
     family = family_of_variant(variant)
     try:
         return family.load_decoder(variant, checkpoint, seed)

@@ -9,7 +9,8 @@ import torch
 from oracle import official_decoder
 
 from segdeploy.errors import BadInputError
-from segdeploy.families.sam1.weights import load_decoder, random_decoder
+from segdeploy.families.sam1.weights import random_decoder
+from segdeploy.registry import load_decoder
 from segdeploy.weights import RANDOM_LOGIT_STD, file_sha256
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from segdeploy.errors import BadInputError
 from segdeploy.families.sam1.model import DEFAULT_VARIANT, VARIANTS, SamDecoder
 from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, decoder_state, file_sha256, read_checkpoint
 
@@ -48,6 +49,8 @@ def load_decoder(
     variant: str = DEFAULT_VARIANT, checkpoint: Path | None = None, seed: int = 0
 ) -> tuple[SamDecoder, WeightsInfo]:
     """Build a decoder from a checkpoint, or from seeded random weights when none is given."""
+    if variant not in VARIANTS:
+        raise BadInputError(f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if checkpoint is None:
         return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
     checkpoint = Path(checkpoint)

@@ -41,7 +41,7 @@ class UnknownImageError(BadInputError):
 
     def __init__(self, image_id: str):
         self.image_id = image_id
-        super().__init__(f"image {image_id!r} is not in the server's image store (never registered, or evicted); send its embedding again")
+        super().__init__(f"image {image_id!r} is not in the server's image store (never registered, or evicted); register it again (add_image: its embedding or image), then click by its id")
 
 
 def content_id(arrays: Mapping[str, np.ndarray]) -> str:

@@ -229,11 +229,11 @@ def test_unknown_and_evicted_ids(make_store, rng):
         with pytest.raises(UnknownImageError) as caught:
             call("never-sent")
         message = str(caught.value)
-        assert "'never-sent'" in message and "send its embedding again" in message and "\n" not in message
+        assert "'never-sent'" in message and "register it again" in message and "\n" not in message
         assert isinstance(caught.value, BadInputError) and caught.value.exit_code == 2
     store.put("first", draw(rng, SAM1))
     store.put("second", draw(rng, SAM1))
-    with pytest.raises(UnknownImageError, match="'first'.*send its embedding again"):
+    with pytest.raises(UnknownImageError, match="'first'.*register it again"):
         store.get("first")
 
 

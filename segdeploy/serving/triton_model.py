@@ -222,11 +222,42 @@ def _best(result: Any) -> Any:
     return type(result)(result.masks[column : column + 1], result.scores[column : column + 1], result.low_res_logits[column : column + 1])
 
 
-def _error(pb_utils: Any, message: str, client: bool) -> Any:
+FAILURE_METRIC = "segdeploy_request_failure"
+
+
+class Failures:
+    """Failed requests on Triton's metrics endpoint, by reason (client: INVALID_ARG; server: INTERNAL).
+    Triton's own nv_inference_request_failure counts only a failed execute() of the Python backend,
+    not error responses among a batch's answers, so these counters are what a dashboard reads."""
+
+    def __init__(self, pb_utils: Any, model: str, instance: str):
+        self.counters: dict[str, Any] = {}
+        self.family: Any = None
+        self.broken = ""
+        try:
+            # kept on self: a family's metrics stop working once it is garbage-collected
+            self.family = family = pb_utils.MetricFamily(name=FAILURE_METRIC, description="segdeploy serve: failed requests by reason (client: bad request; server: internal)",
+                                           kind=pb_utils.MetricFamily.COUNTER)
+            self.counters = {reason: family.Metric(labels={"model": model, "instance": instance, "reason": reason}) for reason in ("client", "server")}
+        except Exception:  # a Triton without custom metrics: errors are still answered
+            pass
+
+    def count(self, client: bool) -> None:
+        counter = self.counters.get("client" if client else "server")
+        if counter is not None:
+            try:
+                counter.increment(1.0)
+            except Exception as error:  # never let counting cost an answer
+                self.broken = f"{type(error).__name__}: {error}"
+
+
+def _error(pb_utils: Any, message: str, client: bool, failures: Failures | None = None) -> Any:
     """A TritonError with INVALID_ARG (a client's mistake: HTTP 400) or INTERNAL (the server's)."""
     codes = getattr(pb_utils, "TritonError", None)
     code = getattr(codes, "INVALID_ARG" if client else "INTERNAL", None)
     error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    if failures is not None:
+        failures.count(client)
     return pb_utils.InferenceResponse(error=error)
 
 
@@ -256,6 +287,7 @@ class TritonPythonModel:
             path = Path(parameters["segdeploy_encoder"])
             encoder = ImageEncoder(path if path.is_absolute() else here / path, decoder.family.image_specs(), options.get("threads"))
         self.model = Model(decoder, store, encoder)
+        self.failures = Failures(pb_utils, config.get("name", "sam_decoder"), str(args.get("model_instance_name", "")))
         self.calls = 0
 
     def execute(self, requests: list) -> list:
@@ -267,10 +299,10 @@ class TritonPythonModel:
             try:
                 read = model.read(pb_utils, request, index, batch)
             except SegdeployError as error:
-                responses[index] = _error(pb_utils, f"bad request: {error}", client=True)
+                responses[index] = _error(pb_utils, f"bad request: {error}", client=True, failures=self.failures)
                 continue
             except Exception as error:  # malformed tensors the checks above did not foresee
-                responses[index] = _error(pb_utils, f"bad request: {type(error).__name__}: {error}", client=True)
+                responses[index] = _error(pb_utils, f"bad request: {type(error).__name__}: {error}", client=True, failures=self.failures)
                 continue
             if isinstance(read, str):
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("image_id", np.array([[read.encode()]], dtype=np.object_))])
@@ -284,7 +316,7 @@ class TritonPythonModel:
             results = model.decoder.predict_batch(prompts)
         except Exception as error:  # the server keeps serving; these requests learn why
             for click in clicks:
-                responses[click.index] = _error(pb_utils, f"inference failed: {type(error).__name__}: {error}", client=False)
+                responses[click.index] = _error(pb_utils, f"inference failed: {type(error).__name__}: {error}", client=False, failures=self.failures)
             return responses
         start = 0
         for click in clicks:
@@ -294,7 +326,7 @@ class TritonPythonModel:
                 responses[click.index] = model.answer(pb_utils, click, mine)
                 model.remember(click, mine)
             except Exception as error:
-                responses[click.index] = _error(pb_utils, f"answer failed: {type(error).__name__}: {error}", client=False)
+                responses[click.index] = _error(pb_utils, f"answer failed: {type(error).__name__}: {error}", client=False, failures=self.failures)
         return responses
 
     def finalize(self) -> None:

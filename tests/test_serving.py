@@ -194,6 +194,10 @@ def test_serve_refuses_a_taken_port_in_one_line(tmp_path):
     assert result.exit_code == 2 and "cannot listen" in result.output and "Traceback" not in result.output
 
 
+def parameters_of(config) -> dict[str, str]:
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
 def _parse_config(path: Path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -226,10 +230,16 @@ def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exporte
         else:
             assert config.backend == "python" and config.max_batch_size == 64
             assert config.dynamic_batching.max_queue_delay_microseconds == 2000
-            assert [i.name for i in config.input] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            from segdeploy.serving.model_config import SERVE_INPUTS, SERVE_OUTPUTS
+
+            old_schema = ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            names = [i.name for i in config.input]
+            assert names[: len(old_schema)] == old_schema and names[len(old_schema) :] == [t.name for t in SERVE_INPUTS[6:]]
+            assert all(i.optional for i in config.input), "a click by image_id carries no embedding, a registration no prompt"
+            assert [o.name for o in config.output] == [t.name for t in SERVE_OUTPUTS]
+            assert parameters_of(config)["segdeploy_image_store"] == "shared" and int(parameters_of(config)["segdeploy_image_store_bytes"]) == 2 << 30
             assert (out / "sam_decoder" / "1" / graph.name).is_file() and (out / "sam_decoder" / "1" / "model.py").is_file()
-            parameters = {k: v.string_value for k, v in config.parameters.items()}
-            assert parameters["segdeploy_source"] == graph.name
+            assert parameters_of(config)["segdeploy_source"] == graph.name
 
 
 def test_triton_repo_errors(exported, tmp_path):

@@ -3,6 +3,8 @@ and a serving path that never imports torch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,3 +23,80 @@ def test_numpy_bilinear_equals_torch(shape, size, fresh_seed):
     got = resize_bilinear(logits, size)
     assert got.shape == want.shape and got.dtype == np.float32
     assert np.abs(got - want).max() <= 2e-5 * max(1.0, np.abs(want).max())
+
+
+BLOCKER = '''
+import os, sys
+class _NoTorch:
+    """Makes `import torch` fail, as in an environment without PyTorch; notes every attempt."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            with open(os.path.join(os.environ["SEGDEPLOY_NO_TORCH_LOG"], f"attempt-{os.getpid()}"), "a") as log:
+                log.write(name + "\\n")
+            raise ImportError(f"No module named {name!r} (blocked: serving without PyTorch)")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+open(os.path.join(os.environ["SEGDEPLOY_NO_TORCH_LOG"], f"process-{os.getpid()}"), "w").close()
+'''
+
+
+def test_serve_answers_clicks_without_torch(exported_multi, tmp_path, fresh_seed):
+    """`segdeploy serve` with `import torch` made to fail in the serve process and in its Python-backend
+    stub (the stub's model.py runs the same hook first): a registration and clicks in every mask format
+    are answered, and no process of the server tried to import torch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("tritonclient.grpc")
+    from segdeploy.serving.server import free_port
+
+    hook, log = tmp_path / "no_torch.py", tmp_path / "log"
+    log.mkdir()
+    hook.write_text(BLOCKER)
+    driver = tmp_path / "serve_without_torch.py"
+    driver.write_text(
+        f"exec(open({str(hook)!r}).read())\n"
+        "import sys\n"
+        "import segdeploy.serving.server as server\n"
+        f"server.MODEL_PY = {f'exec(open({str(hook)!r}).read())' + chr(10)!r} + server.MODEL_PY  # the stub's interpreter too\n"
+        "from segdeploy.cli import app\n"
+        "sys.argv[0] = 'segdeploy'\n"
+        "app()\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root, SEGDEPLOY_NO_TORCH_LOG=str(log))
+    ports = [free_port() for _ in range(3)]
+    command = [sys.executable, str(driver), "serve", str(exported_multi.path), "--threads", "1", "--http-port", str(ports[0]),
+               "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--image-store-bytes", "64MB"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/models/sam_decoder/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "not ready"
+            time.sleep(0.5)
+        from segdeploy.serving.client import SegdeployClient
+
+        rng = np.random.default_rng(fresh_seed)
+        embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)
+        with SegdeployClient(f"127.0.0.1:{ports[1]}") as client:
+            image_id = client.add_image(embedding, orig_size=(300, 200))
+            for mask_format in ("rle", "binary", "low_res"):
+                got = client.predict(image_id, point_coords=[[50, 60]], point_labels=[1], mask_format=mask_format)
+                assert got.scores.shape == (3,)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    processes = sorted(p.name for p in log.iterdir() if p.name.startswith("process-"))
+    attempts = {p.name: p.read_text() for p in log.iterdir() if p.name.startswith("attempt-")}
+    assert len(processes) >= 2, f"the blocker ran in {processes}: the Python-backend stub did not run it"
+    assert not attempts, f"torch imported while serving: {attempts}"

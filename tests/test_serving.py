@@ -296,3 +296,17 @@ def test_serve_answers_sam2_requests_with_their_high_res_features(sam2_multi, fr
         want = reference.predict(tuple(features), point_coords=coords, point_labels=np.array([1.0]), orig_size=size)
         assert np.abs(answer.as_numpy("low_res_masks")[0] - want.low_res_logits).max() <= 1e-4
         assert (answer.as_numpy("masks")[0] == want.masks).mean() >= 0.9999
+
+
+def test_triton_repo_carries_the_image_store_and_the_encoder(exported_multi, tmp_path):
+    encoder = tmp_path / "encoder.onnx"
+    encoder.write_bytes(b"an encoder graph")
+    out = tmp_path / "repo"
+    result = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(out), "--image-store", "redis://10.0.0.5:6379/2",
+                                 "--image-store-bytes", "1GiB", "--encoder", str(encoder)])
+    assert result.exit_code == 0, result.output
+    parameters = parameters_of(_parse_config(out / "sam_decoder" / "config.pbtxt"))
+    assert parameters["segdeploy_image_store"] == "redis://10.0.0.5:6379/2" and parameters["segdeploy_image_store_bytes"] == str(1 << 30)
+    assert parameters["segdeploy_encoder"] == "encoder.onnx" and (out / "sam_decoder" / "1" / "encoder.onnx").read_bytes() == b"an encoder graph"
+    bad = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(tmp_path / "bad"), "--image-store-bytes", "lots"])
+    assert bad.exit_code == 2 and "bad size" in bad.output

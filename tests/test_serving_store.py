@@ -65,6 +65,8 @@ def store_server(exported_multi, encoder_graph):
                            instances=2, image_store_bytes=BUDGET, encoder=encoder_graph, max_batch_size=8, max_queue_delay_us=100_000)
     with start_server(options) as server:
         yield server
+    assert server.store_files and not any(Path(f"{path}{suffix}").exists() for path in server.store_files for suffix in ("", "-wal", "-shm")), \
+        "a stopped server leaves its shared store behind"
 
 
 @pytest.fixture(scope="module")

@@ -100,3 +100,21 @@ def test_serve_answers_clicks_without_torch(exported_multi, tmp_path, fresh_seed
     attempts = {p.name: p.read_text() for p in log.iterdir() if p.name.startswith("attempt-")}
     assert len(processes) >= 2, f"the blocker ran in {processes}: the Python-backend stub did not run it"
     assert not attempts, f"torch imported while serving: {attempts}"
+
+
+def test_predict_batch_best_only_is_the_best_column_of_predict(exported_multi, fresh_seed):
+    """best_only picks the highest-scoring mask before the host resize; it equals predict's column."""
+    from segdeploy import Decoder, Prompt
+
+    rng = np.random.default_rng(fresh_seed)
+    embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)
+    prompts = [Prompt(embedding, (90, 120), np.array([[rng.uniform(0, 120), rng.uniform(0, 90)]]), np.array([1]), multimask_output=multi)
+               for multi in (True, True, False)]
+    with Decoder.load(exported_multi.path) as decoder:
+        got = decoder.predict_batch(prompts, best_only=[True, False, True])
+        for prompt, result, best in zip(prompts, got, (True, False, True)):
+            want = decoder.predict(embedding, point_coords=prompt.point_coords, point_labels=prompt.point_labels, orig_size=prompt.orig_size,
+                                   multimask_output=prompt.multimask_output)
+            column = slice(int(np.argmax(want.scores)), int(np.argmax(want.scores)) + 1) if best else slice(None)
+            assert np.array_equal(result.masks, want.masks[column]) and np.array_equal(result.scores, want.scores[column])
+            assert np.array_equal(result.low_res_logits, want.low_res_logits[column])

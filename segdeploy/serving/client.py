@@ -113,7 +113,7 @@ class SegdeployClient:
         if mask_format == "rle":
             from segdeploy.serving.mask_codec import decode_rle, rles_from_json
 
-            masks = decode_rle(rles_from_json(result.as_numpy("masks_rle").reshape(-1)[0]))
+            masks = decode_rle(rles_from_json(result.as_numpy("masks_rle").reshape(-1)[0], check=False), check=False)  # the server's own RLE
         elif mask_format == "binary":
             masks = result.as_numpy("masks")[0]
         scores = result.as_numpy("scores")[0]

@@ -191,8 +191,6 @@ class Model:
         """The response of one click from its predictions, in its mask format."""
         from segdeploy.serving.mask_codec import encode_rle, rles_to_json
 
-        if click.best_only:
-            results = [_best(result) for result in results]
         tensors = [pb_utils.Tensor("scores", np.stack([r.scores for r in results]))]
         if click.mask_format == "binary":
             tensors.append(pb_utils.Tensor("masks", np.stack([r.masks for r in results])))
@@ -313,7 +311,7 @@ class TritonPythonModel:
             return responses
         self.calls += 1
         try:
-            results = model.decoder.predict_batch(prompts)
+            results = model.decoder.predict_batch(prompts, best_only=[click.best_only for click in clicks for _ in click.prompts])
         except Exception as error:  # the server keeps serving; these requests learn why
             for click in clicks:
                 responses[click.index] = _error(pb_utils, f"inference failed: {type(error).__name__}: {error}", client=False, failures=self.failures)

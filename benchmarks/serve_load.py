@@ -146,7 +146,7 @@ def main(clicks: int) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve-load-cpu.json").write_text(json.dumps(data, indent=2) + "\n")
     plot(rows, local_ms, RESULTS / "serve-load-cpu.png", data["machine"])
-    print(f"p50 at one client / Decoder.predict: " + ", ".join(f"{m} {v:.2f}x" for m, v in data["p50_one_client_over_decoder"].items()))
+    print("p50 at one client / Decoder.predict: " + ", ".join(f"{m} {v:.2f}x" for m, v in data["p50_one_client_over_decoder"].items()))
     print(f"wrote {RESULTS / 'serve-load-cpu'}.json and .png")
 
 

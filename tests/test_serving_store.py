@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -164,7 +163,7 @@ def test_two_instances_answer_clicks_on_images_the_other_registered(store_server
     embeddings = [_embedding(rng) for _ in range(2)]
 
     def flow(job):
-        index, embedding = job
+        _, embedding = job
         with SegdeployClient(store_server.grpc_url) as client:
             image_id = client.add_image(embedding, orig_size=SIZE)
             return [client.predict(image_id, point_coords=[[20 + k, 20]], point_labels=[1], low_res=False) for k in range(4)]

@@ -296,6 +296,15 @@ def test_serve_answers_sam2_requests_with_their_high_res_features(sam2_multi, fr
         want = reference.predict(tuple(features), point_coords=coords, point_labels=np.array([1.0]), orig_size=size)
         assert np.abs(answer.as_numpy("low_res_masks")[0] - want.low_res_logits).max() <= 1e-4
         assert (answer.as_numpy("masks")[0] == want.masks).mean() >= 0.9999
+        # by id: the three maps registered once (the store keeps the family's image inputs), then clicks
+        from segdeploy.serving.client import SegdeployClient, ServerError
+
+        with SegdeployClient(server.grpc_url) as by_id:
+            with pytest.raises(ServerError, match="high_res_feats"):
+                by_id.add_image(features[0], orig_size=size)
+            image_id = by_id.add_image(tuple(features), orig_size=size)
+            got = by_id.predict(image_id, point_coords=coords, point_labels=[1])
+            assert (got.masks == want.masks).mean() >= 0.9999 and np.abs(got.low_res_logits - want.low_res_logits).max() <= 1e-4
 
 
 def test_triton_repo_carries_the_image_store_and_the_encoder(exported_multi, tmp_path):
@@ -310,3 +319,11 @@ def test_triton_repo_carries_the_image_store_and_the_encoder(exported_multi, tmp
     assert parameters["segdeploy_encoder"] == "encoder.onnx" and (out / "sam_decoder" / "1" / "encoder.onnx").read_bytes() == b"an encoder graph"
     bad = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(tmp_path / "bad"), "--image-store-bytes", "lots"])
     assert bad.exit_code == 2 and "bad size" in bad.output
+
+
+def test_readme_documents_the_served_contract():
+    """The README's table is model_config.contract_table(): the contract is written in one place."""
+    from segdeploy.serving.model_config import contract_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert contract_table() in readme, "README's served-contract table is stale: paste model_config.contract_table()"

@@ -227,6 +227,7 @@ def check_options(options: ServeOptions) -> None:
         raise BadInputError(f"encoder not found: {options.encoder}")
     for port in ports:
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver binds: a port in TIME_WAIT is free, a listener is not
             try:
                 probe.bind((options.address, port))
             except OSError as exc:

@@ -118,3 +118,60 @@ def test_predict_batch_best_only_is_the_best_column_of_predict(exported_multi, f
             column = slice(int(np.argmax(want.scores)), int(np.argmax(want.scores)) + 1) if best else slice(None)
             assert np.array_equal(result.masks, want.masks[column]) and np.array_equal(result.scores, want.scores[column])
             assert np.array_equal(result.low_res_logits, want.low_res_logits[column])
+
+
+def test_bad_requests_are_invalid_arg_and_server_failures_internal(exported_multi, fresh_seed):
+    """The Python-backend model's execute() with a stand-in for triton_python_backend_utils: an unknown
+    id is INVALID_ARG, a decoder that fails is INTERNAL, each counted by its reason; a good click in the
+    same batch as the bad one is answered."""
+    from types import SimpleNamespace
+
+    from segdeploy import Decoder
+    from segdeploy.serving.image_store import MemoryImageStore
+    from segdeploy.serving.triton_model import Failures, Model, TritonPythonModel
+
+    class Error:
+        INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+        def __init__(self, message, code=None):
+            self.message, self.code = message, code
+
+    class Counter:
+        def __init__(self, labels):
+            self.labels, self.value = labels, 0.0
+
+        def increment(self, value):
+            self.value += value
+
+    class Family:
+        COUNTER = "counter"
+
+        def __init__(self, **kwargs):
+            pass
+
+        def Metric(self, labels):  # noqa: N802 (Triton's name)
+            return Counter(labels)
+
+    tensor = lambda name, array: SimpleNamespace(name=name, as_numpy=lambda: array)  # noqa: E731
+    pb = SimpleNamespace(TritonError=Error, MetricFamily=Family, Tensor=tensor,
+                         InferenceResponse=lambda output_tensors=None, error=None: SimpleNamespace(outputs=output_tensors, error=error),
+                         get_input_tensor_by_name=lambda request, name: request.get(name))
+    rng = np.random.default_rng(fresh_seed)
+    store = MemoryImageStore(64 << 20)
+    store.put("known", {"image_embeddings": (0.5 * rng.standard_normal((256, 64, 64))).astype(np.float32), "orig_size": np.array([30, 40])})
+
+    def click(image_id):
+        return {"image_id": tensor("image_id", np.array([[image_id.encode()]], dtype=np.object_)),
+                "point_coords": tensor("point_coords", np.array([[[5.0, 6.0]]], np.float32)),
+                "point_labels": tensor("point_labels", np.array([[1.0]], np.float32))}
+
+    with Decoder.load(exported_multi.path) as decoder:
+        model = TritonPythonModel()
+        model.pb_utils, model.model, model.failures, model.calls = pb, Model(decoder, store), Failures(pb, "sam_decoder", "0"), 0
+        good, bad = model.execute([click("known"), click("gone")])
+        assert good.error is None and {t.name for t in good.outputs} == {"scores", "masks_rle", "image_id"}
+        assert bad.error.code == "INVALID_ARG" and "'gone'" in bad.error.message
+        decoder.predict_batch = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("out of memory"))
+        (failed,) = model.execute([click("known")])
+        assert failed.error.code == "INTERNAL" and "out of memory" in failed.error.message
+    assert model.failures.counters["client"].value == 1 and model.failures.counters["server"].value == 1

@@ -382,17 +382,23 @@ def serve(
     max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for others to batch with, in microseconds.")] = 2000,
     dynamic_batching: Annotated[bool, typer.Option(help="Batch requests across clients and images (--no-dynamic-batching: every request alone).")] = True,
     instances: Annotated[int, typer.Option(help="Model instances (each loads the decoder).")] = 1,
+    image_store: Annotated[str, typer.Option(help="Where registered images live: shared (this server's instances; default), shared:PATH (every server opening PATH on this machine), memory (one instance) or redis://HOST:PORT/DB (several servers).")] = "shared",
+    image_store_bytes: Annotated[str, typer.Option(help="The image store's budget (LRU beyond it), e.g. 2GiB or 512MB.")] = "2GiB",
+    encoder: Annotated[Optional[Path], typer.Option(help="A SAM image-encoder .onnx ([1,3,1024,1024] float32 in): clients may register images (PNG/JPEG or raw RGB) instead of embeddings.")] = None,
 ) -> None:
     """Serve the decoder as `sam_decoder` on Triton Inference Server (KServe v2 HTTP and gRPC), with
-    dynamic batching across images; Ctrl-C or SIGTERM stops it. Needs `pip install 'segdeploy[serve]'`."""
+    dynamic batching across images and an image store (register an image once, then click by its id);
+    Ctrl-C or SIGTERM stops it. Needs `pip install 'segdeploy[serve]'`."""
     import signal
 
+    from segdeploy.serving.image_store import parse_size
     from segdeploy.serving.server import ServeOptions, start_server
 
     options = ServeOptions(
         source=model, backend=backend, threads=threads, checkpoint=checkpoint, address=address, http_port=http_port,
         grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us if dynamic_batching else None, instances=instances,
+        image_store=image_store, image_store_bytes=call(parse_size, image_store_bytes), encoder=encoder,
     )
     with spinner_progress("serve") as (step, _):
         server = start_server(options, step)
@@ -408,6 +414,7 @@ def serve(
     typer.echo(f"  KServe v2 gRPC  {server.grpc_url}")
     typer.echo(f"  metrics         {server.metrics_url}")
     batching = f"dynamic batching up to {max_batch_size}, {max_queue_delay_us} us queue delay" if dynamic_batching else "no dynamic batching"
+    typer.echo(f"  image store     {image_store} ({image_store_bytes}){'; images by --encoder ' + encoder.name if encoder else ''}")
     typer.echo(f"  {batching}; Ctrl-C or SIGTERM stops it", err=False)
     try:
         code = server.wait()
@@ -429,12 +436,17 @@ def triton_repo(
     max_queue_delay_us: Annotated[int, typer.Option(help="python backend: dynamic batcher queue delay in microseconds.")] = 2000,
     instances: Annotated[int, typer.Option(help="Instances in the instance group.")] = 1,
     kind: Annotated[str, typer.Option(help="KIND_CPU or KIND_GPU.")] = "KIND_CPU",
+    image_store: Annotated[str, typer.Option(help="python backend: shared (the instances of the server, in /dev/shm), shared:PATH, memory or redis://HOST:PORT/DB.")] = "shared",
+    image_store_bytes: Annotated[str, typer.Option(help="python backend: the image store's budget, e.g. 2GiB.")] = "2GiB",
+    encoder: Annotated[Optional[Path], typer.Option(help="python backend: an image-encoder .onnx copied into the repository (registration by image).")] = None,
 ) -> None:
     """Write a model repository for a stock Triton server (NVIDIA's container)."""
+    from segdeploy.serving.image_store import parse_size
     from segdeploy.serving.repository import RepoOptions, write_triton_repo
 
     options = RepoOptions(source=model, out=out, backend=backend, max_batch_size=max_batch_size,
-                          max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind)
+                          max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind,
+                          image_store=image_store, image_store_bytes=call(parse_size, image_store_bytes), encoder=encoder)
     result = call(write_triton_repo, options)
     typer.echo(f"wrote {result.folder}/sam_decoder ({backend} backend): " + ", ".join(str(p.relative_to(result.folder)) for p in result.files))
     for note in result.notes:

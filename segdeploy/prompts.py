@@ -174,3 +174,28 @@ def pack_prompts(prompts: Sequence[CheckedPrompt]) -> dict[str, np.ndarray]:
         contract.MASK_INPUT.name: masks,
         contract.HAS_MASK_INPUT.name: has_mask,
     }
+
+
+def resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 [..., h, w] -> [..., H, W] as torch's ``F.interpolate(mode="bilinear", align_corners=False)``
+    (no antialias) computes it, in numpy: the families' host-side mask resize without PyTorch."""
+    array = np.asarray(array, dtype=np.float32)
+    height, width = (int(n) for n in size)
+    rows0, rows1, row_weight = _bilinear_taps(array.shape[-2], height)
+    cols0, cols1, col_weight = _bilinear_taps(array.shape[-1], width)
+    # columns first, on the few input rows; then whole output rows, which numpy copies contiguously
+    part = np.take(array, cols0, axis=-1) * (1 - col_weight) + np.take(array, cols1, axis=-1) * col_weight
+    rows = row_weight[:, None]
+    out = np.take(part, rows0, axis=-2)
+    out *= 1 - rows
+    out += np.take(part, rows1, axis=-2) * rows
+    return out
+
+
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's source indices and weights along one axis (area_pixel_compute_source_index)."""
+    scale = np.float64(np.float32(size_in) / np.float32(size_out))  # float32, then scale*(i+0.5)-0.5 rounded once (torch's fused multiply-add)
+    source = np.maximum(scale * (np.arange(size_out, dtype=np.float64) + 0.5) - 0.5, 0.0).astype(np.float32)
+    first = source.astype(np.int64)
+    second = np.minimum(first + 1, size_in - 1)
+    return first, second, (source - first).astype(np.float32)

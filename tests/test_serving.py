@@ -194,6 +194,10 @@ def test_serve_refuses_a_taken_port_in_one_line(tmp_path):
     assert result.exit_code == 2 and "cannot listen" in result.output and "Traceback" not in result.output
 
 
+def parameters_of(config) -> dict[str, str]:
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
 def _parse_config(path: Path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -226,10 +230,16 @@ def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exporte
         else:
             assert config.backend == "python" and config.max_batch_size == 64
             assert config.dynamic_batching.max_queue_delay_microseconds == 2000
-            assert [i.name for i in config.input] == ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            from segdeploy.serving.model_config import SERVE_INPUTS, SERVE_OUTPUTS
+
+            old_schema = ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            names = [i.name for i in config.input]
+            assert names[: len(old_schema)] == old_schema and names[len(old_schema) :] == [t.name for t in SERVE_INPUTS[6:]]
+            assert all(i.optional for i in config.input), "a click by image_id carries no embedding, a registration no prompt"
+            assert [o.name for o in config.output] == [t.name for t in SERVE_OUTPUTS]
+            assert parameters_of(config)["segdeploy_image_store"] == "shared" and int(parameters_of(config)["segdeploy_image_store_bytes"]) == 2 << 30
             assert (out / "sam_decoder" / "1" / graph.name).is_file() and (out / "sam_decoder" / "1" / "model.py").is_file()
-            parameters = {k: v.string_value for k, v in config.parameters.items()}
-            assert parameters["segdeploy_source"] == graph.name
+            assert parameters_of(config)["segdeploy_source"] == graph.name
 
 
 def test_triton_repo_errors(exported, tmp_path):
@@ -286,3 +296,34 @@ def test_serve_answers_sam2_requests_with_their_high_res_features(sam2_multi, fr
         want = reference.predict(tuple(features), point_coords=coords, point_labels=np.array([1.0]), orig_size=size)
         assert np.abs(answer.as_numpy("low_res_masks")[0] - want.low_res_logits).max() <= 1e-4
         assert (answer.as_numpy("masks")[0] == want.masks).mean() >= 0.9999
+        # by id: the three maps registered once (the store keeps the family's image inputs), then clicks
+        from segdeploy.serving.client import SegdeployClient, ServerError
+
+        with SegdeployClient(server.grpc_url) as by_id:
+            with pytest.raises(ServerError, match="high_res_feats"):
+                by_id.add_image(features[0], orig_size=size)
+            image_id = by_id.add_image(tuple(features), orig_size=size)
+            got = by_id.predict(image_id, point_coords=coords, point_labels=[1])
+            assert (got.masks == want.masks).mean() >= 0.9999 and np.abs(got.low_res_logits - want.low_res_logits).max() <= 1e-4
+
+
+def test_triton_repo_carries_the_image_store_and_the_encoder(exported_multi, tmp_path):
+    encoder = tmp_path / "encoder.onnx"
+    encoder.write_bytes(b"an encoder graph")
+    out = tmp_path / "repo"
+    result = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(out), "--image-store", "redis://10.0.0.5:6379/2",
+                                 "--image-store-bytes", "1GiB", "--encoder", str(encoder)])
+    assert result.exit_code == 0, result.output
+    parameters = parameters_of(_parse_config(out / "sam_decoder" / "config.pbtxt"))
+    assert parameters["segdeploy_image_store"] == "redis://10.0.0.5:6379/2" and parameters["segdeploy_image_store_bytes"] == str(1 << 30)
+    assert parameters["segdeploy_encoder"] == "encoder.onnx" and (out / "sam_decoder" / "1" / "encoder.onnx").read_bytes() == b"an encoder graph"
+    bad = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(tmp_path / "bad"), "--image-store-bytes", "lots"])
+    assert bad.exit_code == 2 and "bad size" in bad.output
+
+
+def test_readme_documents_the_served_contract():
+    """The README's table is model_config.contract_table(): the contract is written in one place."""
+    from segdeploy.serving.model_config import contract_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert contract_table() in readme, "README's served-contract table is stale: paste model_config.contract_table()"

@@ -114,17 +114,23 @@ class Decoder:
         prompt = Prompt(embedding, orig_size, point_coords, point_labels, box, mask_input, multimask_output)
         return self.predict_batch([prompt], return_logits=return_logits)[0]
 
-    def predict_batch(self, prompts: Sequence[Prompt], *, return_logits: bool = False) -> list[Prediction]:
+    def predict_batch(self, prompts: Sequence[Prompt], *, return_logits: bool = False, best_only: bool | Sequence[bool] = False) -> list[Prediction]:
         """Many prompts on many images, one backend call where the graph allows (a multi-image
         graph, or a single-image graph whose prompts share one image and size); results in order,
-        each equal to :meth:`predict` of that prompt alone."""
+        each equal to :meth:`predict` of that prompt alone. ``best_only`` (for all prompts, or one
+        flag per prompt): only the highest-scoring of a prompt's masks, chosen before the host-side
+        resize, so only that one is resized (what a server's small answers want)."""
         if not prompts:
             return []
         checked, images, image_of = self._check(prompts)
+        best = [bool(best_only)] * len(prompts) if isinstance(best_only, (bool, int)) else [bool(flag) for flag in best_only]
+        if len(best) != len(prompts):
+            raise BadInputError(f"best_only has {len(best)} flags for {len(prompts)} prompts")
         results: list[Prediction | None] = [None] * len(prompts)
         for group in self._call_groups(checked, image_of):
             outputs = self._infer(group, checked, images, image_of)
             spans = [self._span(outputs, row, checked[index]) for row, index in enumerate(group)]
+            spans = [self._best(outputs, row, span) if best[index] else span for row, (index, span) in enumerate(zip(group, spans))]
             masks = self._masks(outputs, spans, [checked[index] for index in group], return_logits)
             for row, index in enumerate(group):
                 results[index] = self._split(outputs, row, spans[row], masks[row])
@@ -204,6 +210,12 @@ class Decoder:
         want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
         columns = [tokens.index(t) for t in want]
         return slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+
+    @staticmethod
+    def _best(outputs: dict[str, np.ndarray], row: int, span: slice) -> slice:
+        """The column of the highest predicted IoU within span (np.argmax: the first on ties)."""
+        column = span.start + int(np.argmax(outputs["iou_predictions"][row, span]))
+        return slice(column, column + 1)
 
     def _masks(self, outputs: dict[str, np.ndarray], spans: list[slice], prompts: list[CheckedPrompt], return_logits: bool) -> list[np.ndarray]:
         """Per prompt, its masks at its original size (bool, or float32 logits): the graph's, or

@@ -1,5 +1,7 @@
 """Triton model configurations (config.pbtxt text): the request/response signature `segdeploy serve`
-answers, and the contract's graphs for a stock Triton server's onnxruntime and tensorrt backends."""
+answers (the one place its names, dtypes and optional inputs are written: the server, the client, the
+repositories and the README's table read them from here), and the contract's graphs for a stock
+Triton server's onnxruntime and tensorrt backends."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from dataclasses import dataclass
 from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, TensorSpec
 
 MODEL_NAME = "sam_decoder"
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bool": "TYPE_BOOL"}
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "bytes": "TYPE_STRING"}
+KSERVE_TYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL", "bytes": "BYTES"}
+MASK_FORMATS = ("rle", "binary", "low_res")
 
 
 @dataclass(frozen=True)
@@ -26,32 +30,55 @@ class ServedTensor:
 
 
 def image_tensors() -> tuple[ServedTensor, ...]:
-    """Every family's per-image inputs: the embedding, which all have, then the others (optional:
-    a request carries those of the served decoder's family)."""
+    """Every family's per-image inputs: the embedding, which all have, then the others. All optional:
+    a click by image_id carries none; an inline click or a registration carries its family's."""
     from segdeploy.registry import families
 
     tensors: dict[str, ServedTensor] = {}
     for family in families():
         for spec in family.image_specs():
-            required = spec.name == IMAGE_EMBEDDINGS.name
-            tensors.setdefault(spec.name, ServedTensor(spec.name, spec.dtype, tuple(spec.dims[1:]), optional=not required, doc=f"{family.title}: {spec.doc}"))
-    return tuple(sorted(tensors.values(), key=lambda t: t.optional))
+            first = spec.name == IMAGE_EMBEDDINGS.name
+            tensors.setdefault(spec.name, (not first, ServedTensor(spec.name, spec.dtype, tuple(spec.dims[1:]), optional=True, doc=f"{family.title}: {spec.doc}")))
+    return tuple(tensor for _, tensor in sorted(tensors.values(), key=lambda item: item[0]))
 
 
-# What one `segdeploy serve` request carries besides the image's inputs: one prompt, in the image's pixels.
+# What one `segdeploy serve` request carries besides the image's inputs: one prompt (a row of the batch
+# axis), in the image's pixels, and how to answer it. Requests of the old schema (inline embeddings,
+# orig_size, prompts) are answered as before: binary masks, every mask, low-res logits.
 PROMPT_INPUTS = (
     ServedTensor("point_coords", "float32", (-1, 2), optional=True, ragged=True, doc="x,y in original image pixels"),
     ServedTensor("point_labels", "float32", (-1,), optional=True, ragged=True, doc="1 foreground, 0 background"),
     ServedTensor("box", "float32", (4,), optional=True, doc="x0,y0,x1,y1 in original image pixels"),
     ServedTensor("mask_input", "float32", (1, 256, 256), optional=True, doc="a previous low-res mask (logits)"),
-    ServedTensor("orig_size", "int64", (2,), doc="the image's (H, W)"),
+    ServedTensor("orig_size", "int64", (2,), optional=True, doc="the image's (H, W); a click by image_id may leave it to the registration's"),
     ServedTensor("multimask_output", "bool", (1,), optional=True, doc="3 masks (default) or 1"),
 )
-SERVE_OUTPUTS = (
-    ServedTensor("masks", "bool", (-1, -1, -1), doc="[M,H,W] masks at the original size"),
-    ServedTensor("scores", "float32", (-1,), doc="[M] predicted IoU"),
-    ServedTensor("low_res_masks", "float32", (-1, 256, 256), doc="[M,256,256] logits"),
+STORE_INPUTS = (
+    ServedTensor("image_id", "bytes", (1,), optional=True, doc="the stored image a click is on; with image inputs and no prompt: register them under this id (none: the server derives one from the content)"),
+    ServedTensor("image", "bytes", (1,), optional=True, doc="register by image (serve --encoder): PNG/JPEG file bytes, or raw RGB (H*W*3 uint8, with orig_size)"),
+    ServedTensor("mask_format", "bytes", (1,), optional=True, doc="rle (COCO RLE JSON in masks_rle; default for clicks by image_id), binary (masks; default for inline clicks) or low_res (logits only)"),
+    ServedTensor("best_only", "bool", (1,), optional=True, doc="only the highest-scoring mask (default: true for clicks by image_id, false inline)"),
+    ServedTensor("return_low_res", "bool", (1,), optional=True, doc="add low_res_masks to an rle answer (default false)"),
+    ServedTensor("use_previous_logits", "bool", (1,), optional=True, doc="refine: the image's last low-res logits (kept in the store) as mask_input; none yet: no mask_input"),
 )
+SERVE_INPUTS = (*PROMPT_INPUTS, *STORE_INPUTS)
+SERVE_OUTPUTS = (
+    ServedTensor("masks", "bool", (-1, -1, -1), doc="mask_format binary: [M,H,W] masks at the original size"),
+    ServedTensor("masks_rle", "bytes", (1,), doc="mask_format rle: the M masks as a JSON list of COCO RLEs ({size, counts})"),
+    ServedTensor("scores", "float32", (-1,), doc="[M] predicted IoU (every click)"),
+    ServedTensor("low_res_masks", "float32", (-1, 256, 256), doc="mask_format binary or low_res (or return_low_res): [M,256,256] logits"),
+    ServedTensor("image_id", "bytes", (1,), doc="a registration's id (the one given or derived), or the image a click was on"),
+)
+
+
+def contract_table() -> str:
+    """The served contract as a Markdown table (the README's)."""
+    rows = ["| tensor | in/out | dtype | dims per row | optional | meaning |", "|---|---|---|---|---|---|"]
+    for kind, tensors in (("in", [*image_tensors(), *SERVE_INPUTS]), ("out", list(SERVE_OUTPUTS))):
+        for t in tensors:
+            dims = "[" + ",".join(str(d) for d in t.dims) + "]"
+            rows.append(f"| `{t.name}` | {kind} | {KSERVE_TYPES[t.dtype]} | {dims} | {'yes' if t.optional else ''} | {t.doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def _tensor_block(tensor: ServedTensor) -> str:
@@ -85,7 +112,7 @@ def render_config(
 def serve_config(max_batch_size: int, queue_delay_us: int | None, parameters: dict[str, str], instances: int = 1, kind: str = "KIND_CPU") -> str:
     """The python-backend model `segdeploy serve` runs."""
     return render_config(
-        backend="python", inputs=[*image_tensors(), *PROMPT_INPUTS], outputs=list(SERVE_OUTPUTS), max_batch_size=max_batch_size,
+        backend="python", inputs=[*image_tensors(), *SERVE_INPUTS], outputs=list(SERVE_OUTPUTS), max_batch_size=max_batch_size,
         queue_delay_us=queue_delay_us, parameters=parameters, instances=instances, kind=kind,
     )
 

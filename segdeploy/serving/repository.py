@@ -16,7 +16,7 @@ from pathlib import Path
 
 from segdeploy.errors import BadInputError
 from segdeploy.serving.model_config import MODEL_NAME, contract_tensors, render_config
-from segdeploy.serving.server import ServeOptions, write_repository
+from segdeploy.serving.server import DEFAULT_STORE_BYTES, ServeOptions, write_repository
 
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 
@@ -31,6 +31,9 @@ class RepoOptions:
     instances: int = 1
     kind: str = "KIND_CPU"
     threads: int | None = None
+    image_store: str = "shared"
+    image_store_bytes: int = DEFAULT_STORE_BYTES
+    encoder: Path | None = None
 
 
 @dataclass
@@ -78,12 +81,17 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
     version.mkdir(parents=True, exist_ok=True)
     notes = []
     if options.backend == "python":
+        if options.encoder is not None and not Path(options.encoder).is_file():
+            raise BadInputError(f"encoder not found: {options.encoder}")
         originals = [source, source.with_suffix(".json")] if source.suffix in (".plan", ".pt2") else [source]
+        originals += [Path(options.encoder)] if options.encoder is not None else []
         copies = [version / original.name for original in originals]  # an engine's sidecar goes along: Decoder.load checks it
         for original, copy in zip(originals, copies):
             shutil.copy2(original, copy)
         serve = ServeOptions(source=Path(source.name), threads=options.threads, max_batch_size=options.max_batch_size,
-                             max_queue_delay_us=options.max_queue_delay_us, instances=options.instances)
+                             max_queue_delay_us=options.max_queue_delay_us, instances=options.instances,
+                             image_store=options.image_store, image_store_bytes=options.image_store_bytes,
+                             encoder=None if options.encoder is None else Path(Path(options.encoder).name))
         write_repository(Path(options.out), serve, python_paths=None, kind=options.kind)
         config = model / "config.pbtxt"
         notes.append("the server's Python needs segdeploy installed (pip install segdeploy) for the Python-backend model")

@@ -24,6 +24,7 @@ INSTALL_HINT = "pip install 'segdeploy[serve]'"
 STARTUP_SECONDS = 180.0
 STOP_SECONDS = 20.0
 SHM_BYTES = 64 << 20
+DEFAULT_STORE_BYTES = 2 << 30  # 2 GiB: ~500 SAM 1 images (4 MiB each), ~120 SAM 2 images
 MODEL_PY = '''"""Triton Python-backend model written by segdeploy: runs segdeploy.Decoder (see its config.pbtxt)."""
 import sys
 
@@ -45,6 +46,9 @@ class ServeOptions:
     max_batch_size: int = 64
     max_queue_delay_us: int | None = 2000  # None: no dynamic batcher, every request alone
     instances: int = 1
+    image_store: str = "shared"  # memory, shared (this server's instances), shared:PATH or redis://HOST:PORT/DB
+    image_store_bytes: int = DEFAULT_STORE_BYTES
+    encoder: Path | None = None  # an image-encoder .onnx: registration by image
 
 
 @dataclass
@@ -102,6 +106,9 @@ def write_repository(folder: Path, options: ServeOptions, *, python_paths: list[
     parameters = {
         "segdeploy_source": "" if options.source is None else str(options.source),
         "segdeploy_options": json.dumps({k: v for k, v in loader.items() if v is not None}),
+        "segdeploy_image_store": options.image_store,
+        "segdeploy_image_store_bytes": str(options.image_store_bytes),
+        "segdeploy_encoder": "" if options.encoder is None else str(options.encoder),
     }
     (model / "config.pbtxt").write_text(serve_config(options.max_batch_size, options.max_queue_delay_us, parameters, options.instances, kind))
     paths = python_paths if python_paths is not None else []
@@ -125,6 +132,7 @@ class RunningServer:
     options: ServeOptions
     log_path: Path
     _temp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    store_files: list[Path] = field(default_factory=list)  # this server's own shared image store, removed at stop
 
     @property
     def http_url(self) -> str:
@@ -158,6 +166,9 @@ class RunningServer:
         if self._temp is not None:
             self._temp.cleanup()
             self._temp = None
+        for path in self.store_files:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         return code
 
     def __enter__(self) -> RunningServer:
@@ -210,8 +221,13 @@ def check_options(options: ServeOptions) -> None:
         raise BadInputError("--max-queue-delay-us must be at least 0")
     if options.instances < 1:
         raise BadInputError("--instances must be at least 1")
+    if options.image_store == "memory" and options.instances > 1:
+        raise BadInputError("--image-store memory keeps images inside one model instance; with --instances > 1 use shared (the default) or redis://")
+    if options.encoder is not None and not Path(options.encoder).is_file():
+        raise BadInputError(f"encoder not found: {options.encoder}")
     for port in ports:
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver binds: a port in TIME_WAIT is free, a listener is not
             try:
                 probe.bind((options.address, port))
             except OSError as exc:
@@ -227,16 +243,29 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     libdir = libpython_dir()
     if options.source is not None and not Path(options.source).is_file():
         raise BadInputError(f"model not found: {options.source}")
-    if options.source is not None:  # fail here, in one line, rather than inside the server's log
+    from segdeploy.serving.image_store import default_shared_path, open_image_store
+
+    store_files = []
+    if options.image_store == "shared":  # this server's instances share one store of their own
+        path = default_shared_path().with_name(f"segdeploy-serve-{os.getpid()}-{options.http_port}.sqlite")
+        options = ServeOptions(**{**options.__dict__, "image_store": f"shared:{path}"})
+        store_files.append(path)
+    open_image_store(options.image_store, options.image_store_bytes).close()  # a bad spec, Redis down: one line here
+    if options.source is not None or options.encoder is not None:  # fail here, in one line, rather than inside the server's log
         from segdeploy.runtime import Decoder
 
-        Decoder.load(options.source, backend=options.backend, checkpoint=options.checkpoint).close()
+        with Decoder.load(options.source, backend=options.backend, checkpoint=options.checkpoint) as decoder:
+            if options.encoder is not None:
+                from segdeploy.serving.encoder import ImageEncoder
+
+                ImageEncoder(options.encoder, decoder.family.image_specs())
     temp = tempfile.TemporaryDirectory(prefix="segdeploy-serve-")
     workspace = Path(temp.name)
     say("writing the model repository")
     source = None if options.source is None else Path(options.source).resolve()
     checkpoint = None if options.checkpoint is None else Path(options.checkpoint).resolve()
-    resolved = ServeOptions(**{**options.__dict__, "source": source, "checkpoint": checkpoint})
+    encoder = None if options.encoder is None else Path(options.encoder).resolve()
+    resolved = ServeOptions(**{**options.__dict__, "source": source, "checkpoint": checkpoint, "encoder": encoder})
     write_repository(workspace / "models", resolved, python_paths=_python_paths())
     backends = workspace / "backends" / "python"
     backends.mkdir(parents=True)
@@ -263,7 +292,7 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
             command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-    server = RunningServer(process, workspace, options, log_path, temp)
+    server = RunningServer(process, workspace, options, log_path, temp, store_files)
     deadline = time.monotonic() + STARTUP_SECONDS
     say("waiting for sam_decoder to be ready")
     while not _ready(options):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.prompts import PromptRules
+from segdeploy.prompts import PromptRules, resize_bilinear
 
 
 def preprocess_shape(orig_size: tuple[int, int], side: int = contract.MODEL_INPUT_SIZE) -> tuple[int, int]:
@@ -37,19 +37,14 @@ PROMPT_RULES = PromptRules(to_model_frame=to_model_frame, resized_size=preproces
 def upscale_to_original(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
     """Logits [B,M,256,256] -> [B,M,H,W]: bilinear to the 1024 frame, crop the padding, bilinear
     to the original size, as SAM does. Only the low-res rows and columns that reach the kept part
-    are upsampled: with the scale exactly 4, the kept pixels are the same (tested against SAM)."""
-    import torch
-    from torch.nn import functional as F
-
+    are upsampled: with the scale exactly 4, the kept pixels are the same (tested against SAM). numpy
+    (prompts.resize_bilinear, torch's bilinear): serving needs no PyTorch."""
     side = contract.MODEL_INPUT_SIZE
     factor = side // low_res.shape[-1]
     new_height, new_width = preprocess_shape(orig_size)
     rows = min(new_height // factor + 2, low_res.shape[-2])
     cols = min(new_width // factor + 2, low_res.shape[-1])
-    with torch.no_grad():
-        masks = torch.from_numpy(np.ascontiguousarray(low_res[..., :rows, :cols]))
-        masks = F.interpolate(masks, size=(rows * factor, cols * factor), mode="bilinear", align_corners=False)
-        masks = masks[..., :new_height, :new_width]
-        if (new_height, new_width) != tuple(orig_size):  # a resize to the same size is the identity: skipped
-            masks = F.interpolate(masks, size=tuple(orig_size), mode="bilinear", align_corners=False)
-    return masks.numpy()
+    masks = resize_bilinear(low_res[..., :rows, :cols], (rows * factor, cols * factor))[..., :new_height, :new_width]
+    if (new_height, new_width) != tuple(orig_size):  # a resize to the same size is the identity: skipped
+        masks = resize_bilinear(masks, tuple(orig_size))
+    return np.ascontiguousarray(masks)

@@ -1,5 +1,5 @@
 """SAM 2's pre- and postprocessing, as ``SAM2Transforms`` and ``SAM2ImagePredictor`` do them, for the
-runtime (numpy; torch only for the resize).
+runtime (numpy only).
 
 - Coordinates: x*1024/W, y*1024/H (the image is resized to a 1024x1024 square, no padding).
 - Prompts: box corners first, then clicks, then the padding point, always.
@@ -18,7 +18,7 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.errors import BadInputError
 from segdeploy.families.sam2 import contract as sam2_contract
-from segdeploy.prompts import PromptRules, check_embedding
+from segdeploy.prompts import PromptRules, check_embedding, resize_bilinear
 
 SIDE = contract.MODEL_INPUT_SIZE
 
@@ -75,12 +75,7 @@ def _check_map(value: Any, spec: contract.TensorSpec, where: str) -> np.ndarray:
 
 def upscale_to_original(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
     """Logits [B,M,256,256] -> [B,M,H,W], bilinear straight to the original size (``postprocess_masks``)."""
-    import torch
-    from torch.nn import functional as F
-
-    with torch.no_grad():
-        masks = F.interpolate(torch.from_numpy(np.ascontiguousarray(low_res)), size=tuple(orig_size), mode="bilinear", align_corners=False)
-    return masks.numpy()
+    return resize_bilinear(low_res, tuple(orig_size))
 
 
 def single_column(low_res: np.ndarray, iou: np.ndarray) -> int:

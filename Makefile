@@ -14,7 +14,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[test]'
 	$(MAKE) sam2-oracle
-	@command -v redis-server >/dev/null || echo "note: no redis-server: the serving tests over Redis are skipped (apt-get install -y redis-server)"
 	touch $(STAMP)
 
 # The SAM 2 tests' oracle: the sam2 sdist declares torchvision and hydra (which the decoder modules

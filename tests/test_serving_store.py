@@ -212,7 +212,7 @@ def test_images_through_the_encoder_equal_the_encoder_graph_in_process(store_ser
 def redis_url(tmp_path_factory):
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("no redis-server (apt-get install -y redis-server)")
+        pytest.fail("no redis-server: apt-get install -y redis-server (make check-tools installs it)")
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "segdeploy.provenance", "segdeploy.info", "segdeploy.export"),
     ("segdeploy.runners", "segdeploy.aoti", "segdeploy.tensorrt"),  # backends
     ("segdeploy.runtime", "segdeploy.verify", "segdeploy.bench"),
-    ("segdeploy.serving",),
+    ("segdeploy.serving", "segdeploy.client"),
     ("segdeploy.cli", "segdeploy.__main__", "segdeploy"),  # the CLI, and the package's lazy facade
 )
 

@@ -1,5 +1,5 @@
 """``python -m segdeploy``."""
 
-from segdeploy.cli import app
+from segdeploy.cli import main
 
-app(prog_name="segdeploy")
+main(prog_name="segdeploy")

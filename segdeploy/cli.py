@@ -451,3 +451,18 @@ def triton_repo(
     typer.echo(f"wrote {result.folder}/sam_decoder ({backend} backend): " + ", ".join(str(p.relative_to(result.folder)) for p in result.files))
     for note in result.notes:
         typer.echo(f"note: {note}")
+
+
+TORCH_HINT = "pip install 'segdeploy[torch]' (the CPU build: pip install torch==2.13.0)"
+
+
+def main(prog_name: str | None = None) -> None:
+    """The ``segdeploy`` command: the typer app, with PyTorch's absence (export, verify, eager and
+    AOTInductor need it; serving an ONNX graph does not) as one line and exit 2."""
+    try:
+        app(prog_name=prog_name)
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            raise
+        typer.echo(f"error: this command needs PyTorch, which is not installed here: {TORCH_HINT}", err=True)
+        raise SystemExit(2) from None

@@ -24,7 +24,7 @@ from segdeploy.registry import get_family
 
 SAM1 = get_family("sam1")
 
-pytest.importorskip("tritonclient.http")
+import tritonclient.http  # noqa: E402,F401 - the test extra installs it: a missing one is a failure, not a skip
 runner = CliRunner()
 MAX_BATCH = 8
 
@@ -69,10 +69,12 @@ def server(exported_multi):
             process.kill()
 
 
-def _request(module, embedding, size, coords=None, labels=None, box=None, dtype_override=None):
+def _request(module, embedding, size, coords=None, labels=None, box=None, dtype_override=None, rows=1):
+    """One request; ``rows`` > 1 repeats it along the batch axis (one request of that many prompts)."""
     inputs = []
 
     def add(name, array, datatype):
+        array = np.repeat(array, rows, 0) if rows > 1 and name != "image_embeddings" else array
         tensor = module.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
@@ -109,14 +111,16 @@ def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
         good.append((embedding, size, coords, np.array([1.0]), box))
     nan_embedding = good[0][0].copy()
     nan_embedding[0, 0, 0, 0] = np.nan
+    # each bad request with what its error must say (a request refused for another reason fails the test)
     bad = [
         ("NaN", dict(embedding=nan_embedding, size=(480, 640), coords=good[0][2], labels=np.array([1.0]))),
         ("label", dict(embedding=good[1][0], size=(480, 640), coords=good[1][2], labels=np.array([7.0]))),
         ("box", dict(embedding=good[2][0], size=(480, 640), box=np.array([50.0, 50.0, 10.0, 10.0]))),
         ("missing", dict(embedding=good[3][0], size=None, coords=good[3][2], labels=np.array([1.0]))),
         ("dtype", dict(embedding=good[4][0], size=(480, 640), coords=good[4][2], labels=np.array([1.0]), dtype_override=np.float64)),
-        ("too many", dict(embedding=np.repeat(good[5][0], MAX_BATCH + 1, 0), size=None, coords=None, labels=None)),
+        ("too many", dict(embedding=np.repeat(good[5][0], MAX_BATCH + 1, 0), size=(480, 640), coords=good[5][2], labels=np.array([1.0]), rows=MAX_BATCH + 1)),
     ]
+    said = {"NaN": "NaN", "label": "point_labels", "box": "box", "missing": "orig_size", "dtype": "FP64", "too many": "batch"}
     def send(job):  # one client per request: tritonclient's HTTP client must stay on its own thread
         kind, index, args = job
         module = http_client if index % 2 else grpc_client
@@ -141,6 +145,7 @@ def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
         for kind, index, answer in answers:
             if kind.startswith("bad"):
                 assert isinstance(answer, Exception), f"{kind} request was answered"
+                assert said[kind[4:]] in str(answer), f"{kind} request refused for another reason: {answer}"
                 continue
             assert not isinstance(answer, Exception), f"good request {index} failed: {answer}"
             embedding, size, coords, labels, box = good[index]

@@ -6,7 +6,11 @@
         OLD and NEW timed interleaved in one process (segdeploy.floor.time_interleaved), p50 per repeat and
         NEW/OLD per repeat (the ratio is what counts on a shared machine, the spread is reported)
     PYTHONPATH=. python benchmarks/floor_gap.py floor G.onnx [--prompts 1,16]
-        segdeploy.floor.measure_floor per B (what `segdeploy bench` prints as vs floor)
+        segdeploy.floor.measure_floor per B (what `segdeploy bench` prints as vs floor), with onnxruntime's
+        default spinning workers and without
+    PYTHONPATH=. python benchmarks/floor_gap.py spin G.onnx [--prompts 1,16]
+        G with idle workers spinning (onnxruntime's default) and not (session.intra_op.allow_spinning=0),
+        interleaved: the session option OrtRunner.spinning sets
 
 Feeds are `segdeploy bench`'s: 3 point slots, 1024x1024 original size, 2 threads."""
 
@@ -35,11 +39,13 @@ def feeds_for(path: str, prompts: int, points: int = 3, size=(1024, 1024)) -> di
     return {k: v for k, v in feeds.items() if k in names}
 
 
-def session(path: str, threads: int = 2, profile_prefix: str | None = None):
+def session(path: str, threads: int = 2, profile_prefix: str | None = None, spinning: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     if profile_prefix:
@@ -96,9 +102,22 @@ def ab(old: str, new: str, prompts: int, runs: int, repeats: int, threads: int =
     return results
 
 
+def spin(path: str, prompts: int, runs: int, repeats: int, threads: int = 2) -> list[dict]:
+    from segdeploy.floor import time_interleaved
+
+    feeds = feeds_for(path, prompts)
+    a, b = session(path, threads), session(path, threads, spinning=False)
+    results = []
+    for _ in range(repeats):
+        times, _ = time_interleaved({"spin": lambda: a.run(None, feeds), "nospin": lambda: b.run(None, feeds)}, runs, block=3)
+        p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+        results.append(p50 | {"ratio": p50["nospin"] / p50["spin"]})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["profile", "ab", "floor"])
+    parser.add_argument("mode", choices=["profile", "ab", "floor", "spin"])
     parser.add_argument("graphs", nargs="+")
     parser.add_argument("--prompts", default="1")
     parser.add_argument("--runs", type=int, default=25)
@@ -121,13 +140,19 @@ def main() -> None:
             ratios = [r["ratio"] for r in rows]
             print(f"B={b}: new/old median {np.median(ratios):.3f} (range {min(ratios):.3f}..{max(ratios):.3f})")
             out.append({"prompts": b, "repeats": rows})
+        elif args.mode == "spin":
+            rows = spin(args.graphs[0], b, args.runs, args.repeats)
+            for row in rows:
+                print(f"B={b}: spinning {row['spin']:.1f} ms, not spinning {row['nospin']:.1f} ms, ratio {row['ratio']:.3f}")
+            out.append({"prompts": b, "repeats": rows})
         else:
             from segdeploy.floor import measure_floor
 
             for graph in args.graphs:
-                report = measure_floor(graph, feeds_for(graph, b), runs=args.runs, threads=2)
-                print(f"{graph} B={b}: {report.describe()}  per prompt {report.graph_ms / b:.2f} ms")
-                out.append(report.to_dict())
+                for spinning in (True, False):
+                    report = measure_floor(graph, feeds_for(graph, b), runs=args.runs, threads=2, spinning=spinning)
+                    print(f"{graph} B={b} {'spinning' if spinning else 'not spinning'}: {report.describe()}  per prompt {report.graph_ms / b:.2f} ms")
+                    out.append(report.to_dict() | {"spinning": spinning})
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

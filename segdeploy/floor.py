@@ -123,9 +123,13 @@ def model_flops(model: onnx.ModelProto) -> int:
 
 def measure_floor(
     graph: Path | str | onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int, threads: int | None = None, block: int = 5, seed: int = 0,
+    spinning: bool = True,
 ) -> FloorReport:
     """Time ``graph`` on ``feeds`` beside its floor graphs (MatMul matched to the graph's FLOPs on
-    these feeds, Resize to its ``masks`` output), ``runs`` timed calls each, interleaved in blocks."""
+    these feeds, Resize to its ``masks`` output), ``runs`` timed calls each, interleaved in blocks.
+    ``spinning=False`` sets session.intra_op.allow_spinning=0 on all three sessions (what a runner
+    with ``spinning = False`` runs with; on a machine shared with other work idle spinning costs
+    the many-node graph far more than the one-node floor graphs)."""
     import onnx
     import onnxruntime as ort
 
@@ -140,6 +144,8 @@ def measure_floor(
             onnx.save(graph, str(path))
         flops = count_flops(path, feeds)
         options = ort.SessionOptions()
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

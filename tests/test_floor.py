@@ -11,6 +11,9 @@ import torch
 from segdeploy.bench import bench_feeds
 from segdeploy.floor import floor_graphs, matmul_shape, measure_floor, model_flops, time_interleaved
 from segdeploy.flops import count_flops
+from segdeploy.registry import get_family
+
+SAM1 = get_family("sam1")
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -56,7 +59,7 @@ def test_blocks_alternate():
 
 
 def test_measure_floor_on_an_exported_graph(exported, rng):
-    feeds = bench_feeds(2, 3, (300, 400), rng, postprocess=True)
+    feeds = bench_feeds(2, 3, (300, 400), rng, postprocess=True, family=SAM1)
     report = measure_floor(exported.path, feeds, runs=4, block=2)
     assert report.floor_ms > 0 and report.graph_ms > 0
     assert report.floor_ms == pytest.approx(report.matmul_ms + report.resize_ms)
@@ -72,6 +75,6 @@ def test_measure_floor_on_an_exported_graph(exported, rng):
 
 
 def test_measure_floor_takes_a_model(exported_model, rng):
-    feeds = bench_feeds(1, 2, (64, 64), rng, postprocess=True)
+    feeds = bench_feeds(1, 2, (64, 64), rng, postprocess=True, family=SAM1)
     report = measure_floor(exported_model, feeds, runs=1, block=1, threads=1)
     assert report.order == ("graph", "matmul", "resize") and report.threads == 1 and report.ratio > 0

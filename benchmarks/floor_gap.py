@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/floor_gap.py profile G.onnx [--prompts 1] [--runs 25]
         onnxruntime's profiler (SessionOptions.enable_profiling) on G, summed by op type
-    PYTHONPATH=. python benchmarks/floor_gap.py ab OLD.onnx NEW.onnx [--prompts 1] [--runs 40] [--repeats 3]
+    PYTHONPATH=. python benchmarks/floor_gap.py ab OLD.onnx NEW.onnx [MORE.onnx ...] [--prompts 1] [--runs 40] [--repeats 3]
         OLD and NEW timed interleaved in one process (segdeploy.floor.time_interleaved), p50 per repeat and
         NEW/OLD per repeat (the ratio is what counts on a shared machine, the spread is reported)
     PYTHONPATH=. python benchmarks/floor_gap.py floor G.onnx [--prompts 1,16]
@@ -89,16 +89,18 @@ def render_profile(result: dict) -> str:
     return "\n".join(lines)
 
 
-def ab(old: str, new: str, prompts: int, runs: int, repeats: int, threads: int = 2) -> list[dict]:
+def ab(old: str, new: str, prompts: int, runs: int, repeats: int, threads: int = 2, more: tuple[str, ...] = ()) -> list[dict]:
+    """OLD and NEW (and ``more`` graphs) interleaved; per repeat the p50s and NEW/OLD (``ratio``), and
+    each further graph's p50 over OLD under its path."""
     from segdeploy.floor import time_interleaved
 
     feeds = feeds_for(old, prompts)
-    a, b = session(old, threads), session(new, threads)
+    sessions = {"old": session(old, threads), "new": session(new, threads)} | {path: session(path, threads) for path in more}
     results = []
     for _ in range(repeats):
-        times, _ = time_interleaved({"old": lambda: a.run(None, feeds), "new": lambda: b.run(None, feeds)}, runs, block=5)
+        times, _ = time_interleaved({k: (lambda s=s: s.run(None, feeds)) for k, s in sessions.items()}, runs, block=3 if prompts > 4 else 5)
         p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
-        results.append(p50 | {"ratio": p50["new"] / p50["old"]})
+        results.append(p50 | {"ratio": p50["new"] / p50["old"]} | {f"{path} / old": p50[path] / p50["old"] for path in more})
     return results
 
 
@@ -133,10 +135,11 @@ def main() -> None:
                 print(render_profile(result))
                 out.append(result)
         elif args.mode == "ab":
-            old, new = args.graphs
-            rows = ab(old, new, b, args.runs, args.repeats)
+            old, new, *more = args.graphs
+            rows = ab(old, new, b, args.runs, args.repeats, more=tuple(more))
             for row in rows:
-                print(f"B={b}: old {row['old']:.1f} ms, new {row['new']:.1f} ms, new/old {row['ratio']:.3f}")
+                extra = "".join(f", {path} {row[path]:.1f} ms ({row[f'{path} / old']:.3f} of old)" for path in more)
+                print(f"B={b}: old {row['old']:.1f} ms, new {row['new']:.1f} ms, new/old {row['ratio']:.3f}{extra}")
             ratios = [r["ratio"] for r in rows]
             print(f"B={b}: new/old median {np.median(ratios):.3f} (range {min(ratios):.3f}..{max(ratios):.3f})")
             out.append({"prompts": b, "repeats": rows})

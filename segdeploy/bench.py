@@ -58,6 +58,7 @@ class BenchOptions:
     name: str = "bench"
     seed: int = 0
     images: int = 1  # multi-image graphs: prompts spread round-robin over this many images per call
+    floor: bool = True  # also measure each cell's floor (segdeploy.floor) and report ratios to it
 
 
 @dataclass
@@ -72,6 +73,8 @@ class BenchRow:
     per_prompt_ms: float
     prompts_per_s: float
     ratio_to_baseline: float | None = None  # per-prompt time / the baseline's, same prompts and points
+    floor_ms: float | None = None  # --floor: the cell's floor (MatMul with the graph's FLOPs + mask Resize), p50
+    ratio_to_floor: float | None = None  # p50 / floor_ms
 
 
 @dataclass
@@ -83,6 +86,7 @@ class BenchReport:
     rows: list[BenchRow] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    floors: list[dict] = field(default_factory=list)  # --floor: FloorReport.to_dict() per cell
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,6 +215,12 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         if quiet_onnxruntime_threads(runners):
             report.notes.append("onnxruntime's idle threads do not spin in this run: spinning took the cores from the torch-based backend beside it")
         _measure(options, runners, layout, report, tick)
+    if not options.floor:
+        report.notes.append("floor not measured (--no-floor)")
+    elif not layout.postprocess:
+        report.notes.append("floor not measured: the graph returns no full-size masks to set the mask-output pass (export it with postprocessing)")
+    else:
+        _measure_floors(options, layout, report)
     write_results(report, options.out_dir, options.name)
     return report
 
@@ -249,6 +259,25 @@ def _measure(options: BenchOptions, runners: dict[str, Runner], layout: contract
         for runner in runners.values():
             runner.deactivate()
     tick(len(cells), len(cells), "writing results")
+
+
+def _measure_floors(options: BenchOptions, layout: contract.GraphLayout, report: BenchReport) -> None:
+    """Per cell, the floor measured interleaved with our graph on onnxruntime (segdeploy.floor); every
+    row of the cell gets its p50 over the floor, and the report a line per cell with the interleaved
+    ratio, which is the one to quote (both sides timed in the same blocks)."""
+    from segdeploy.floor import measure_floor
+
+    rng = np.random.default_rng(options.seed)
+    images = options.images if layout.multi_image else None
+    for points in options.points:
+        for prompts in options.prompts:
+            feeds = bench_feeds(prompts, points, options.orig_size, rng, layout.postprocess, images, family=layout.family)
+            floor = measure_floor(options.onnx, feeds, runs=options.runs, threads=options.threads)
+            report.floors.append(floor.to_dict() | {"points": points})
+            report.notes.append(f"B={prompts} N={points}: {floor.describe()}")
+            for row in report.rows:
+                if (row.prompts, row.points) == (prompts, points):
+                    row.floor_ms, row.ratio_to_floor = floor.floor_ms, row.p50_ms / floor.floor_ms
 
 
 def _limit_torch_threads(threads: int) -> None:
@@ -304,6 +333,10 @@ def plot_figure(report: BenchReport) -> Figure:
     for (backend, points), rows in sorted(series.items()):
         rows.sort(key=lambda r: r.prompts)
         axis.plot([r.prompts for r in rows], [r.per_prompt_ms for r in rows], marker="o", label=f"{backend}, N={points}")
+    floors = {(r.prompts, r.points): r.floor_ms / r.prompts for r in report.rows if r.floor_ms is not None}
+    for points in sorted({n for _, n in floors}):
+        cells = sorted((b, ms) for (b, n), ms in floors.items() if n == points)
+        axis.plot([b for b, _ in cells], [ms for _, ms in cells], linestyle="--", color="gray", label=f"floor, N={points}")
     axis.set_xscale("log", base=2)
     axis.set_ylim(bottom=0)
     axis.set_xlabel("prompts per call (B)")
@@ -318,11 +351,12 @@ def plot_figure(report: BenchReport) -> Figure:
 
 def render_bench(report: BenchReport) -> str:
     lines = [f"bench {report.graph} ({report.form}) on {report.machine['cpu']}, {report.machine['threads']} threads"]
-    header = f"{'backend':14} {'B':>4} {'N':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'ms/prompt':>10} {'prompts/s':>10} {'vs official':>11}"
+    header = f"{'backend':14} {'B':>4} {'N':>3} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'ms/prompt':>10} {'prompts/s':>10} {'vs official':>11} {'vs floor':>8}"
     lines += [header, "-" * len(header)]
     for r in report.rows:
         ratio = f"{r.ratio_to_baseline:.2f}x" if r.ratio_to_baseline is not None else "-"
-        lines.append(f"{r.backend:14} {r.prompts:4d} {r.points:3d} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} {r.per_prompt_ms:10.2f} {r.prompts_per_s:10.1f} {ratio:>11}")
+        floor = f"{r.ratio_to_floor:.2f}x" if r.ratio_to_floor is not None else "-"
+        lines.append(f"{r.backend:14} {r.prompts:4d} {r.points:3d} {r.p50_ms:9.2f} {r.p90_ms:9.2f} {r.p99_ms:9.2f} {r.per_prompt_ms:10.2f} {r.prompts_per_s:10.1f} {ratio:>11} {floor:>8}")
     lines += [f"note: {note}" for note in report.notes]
     lines.append("wrote " + ", ".join(report.files))
     return "\n".join(lines)

@@ -219,6 +219,7 @@ def bench(
     out_dir: Annotated[Path, typer.Option(help="Where the JSON, CSV and PNG go.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
     images: Annotated[int, typer.Option(help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
+    floor: Annotated[bool, typer.Option("--floor/--no-floor", help="Measure each cell's floor on this machine (one MatMul with the graph's matrix FLOPs + the Resize of the masks to the original size, interleaved with the graph) and report ours as a ratio of it.")] = True,
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
     from segdeploy.bench import BenchOptions, render_bench, run_bench
@@ -226,7 +227,7 @@ def bench(
     options = BenchOptions(
         onnx=onnx or call(newest_export), backends=tuple(backend), prompts=parse_int_list(prompts, "--prompts"),
         points=parse_int_list(points, "--points"), orig_size=parse_size(orig_size), threads=threads, runs=runs,
-        warmup=warmup, baseline=baseline, checkpoint=checkpoint, engine=engine, out_dir=out_dir, name=name, images=images,
+        warmup=warmup, baseline=baseline, checkpoint=checkpoint, engine=engine, out_dir=out_dir, name=name, images=images, floor=floor,
     )
     with spinner_progress("bench") as (_, count):
         result = run_bench(options, count)

@@ -29,6 +29,7 @@ from segdeploy.forms import (
 )
 from segdeploy.graph_io import set_metadata, write_atomically
 from segdeploy.graph_passes import optimize_graph
+from segdeploy.rewrites import apply_rules
 from segdeploy.registry import default_variant, family_metadata, family_of_variant, load_decoder
 
 if TYPE_CHECKING:
@@ -237,6 +238,9 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     if form.attention is AttentionForm.ONNX:
         say("fusing attention blocks into Attention operators")
         model, _ = fuse_attention(model, options.opset)
+    if options.target is Target.ONNXRUNTIME and form.precision is Precision.FP32:
+        say("fusing for onnxruntime (segdeploy.rewrites)")
+        model, _ = apply_rules(model)
     metadata = graph_metadata(weights, options)
     set_metadata(model, metadata)
     say("checking the graph")

@@ -17,7 +17,6 @@ from segdeploy.registry import get_family
 
 SAM1 = get_family("sam1")
 
-FORMS = [(a, u) for a in AttentionForm for u in UpscaleForm]
 
 
 def test_targets_pick_their_forms(tmp_path):

@@ -15,6 +15,7 @@ from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
+from segdeploy.limits import MAX_SEED
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.registry import all_variants, default_variant, families
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: rich markup would eat brackets, e.g. segdeploy[serve]
 )
 
 Variant = enum.Enum("Variant", {name: name for name in all_variants()}, type=str)  # type: ignore[misc]
@@ -111,7 +113,7 @@ def main(
 def export(
     variant: Annotated[Variant, typer.Option(help=f"Variant the weights belong to (recorded in metadata). {FAMILIES_HELP}.")] = Variant(default_variant()),
     checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM/SAM 2 checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
     mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0 (SAM 2: the predictor's stability-based choice among tokens 0..3); all: tokens 0..3; best: the official export's return_single_mask choice (--signature official only).")] = MaskOutput.MULTI,
     postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
@@ -149,7 +151,7 @@ def verify(
     onnx: Annotated[Optional[Path], typer.Option(help="Graph to verify (default: the newest under export/).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (checked by sha256).")] = None,
     cases: Annotated[Optional[int], typer.Option(help="Number of cases, cycling through the matrix (default: each row once).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     backend: Annotated[str, typer.Option(help="What runs the graph: onnxruntime, or onnx-reference (ONNX's own numpy evaluator: slow, but it runs bf16 graphs, which onnxruntime's CPU provider cannot).")] = "onnxruntime",

@@ -91,8 +91,10 @@ def family_of_checkpoint(keys: Iterable[str]) -> Family | None:
 def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) -> tuple[object, WeightsInfo]:
     """The eager decoder of ``variant`` from ``checkpoint`` or seeded random weights; a checkpoint of
     another family is refused in one line that names a variant of that family."""
+    from segdeploy.limits import check_seed
     from segdeploy.weights import CheckpointLayoutError
 
+    check_seed(seed)
     family = family_of_variant(variant)
     try:
         return family.load_decoder(variant, checkpoint, seed)

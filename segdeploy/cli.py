@@ -15,7 +15,7 @@ from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
-from segdeploy.limits import MAX_SEED
+from segdeploy.limits import MAX_CASES, MAX_PROMPTS, MAX_RUNS, MAX_SEED, MAX_THREADS
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.registry import all_variants, default_variant, families
 
@@ -150,9 +150,9 @@ def export(
 def verify(
     onnx: Annotated[Optional[Path], typer.Option(help="Graph to verify (default: the newest under export/).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (checked by sha256).")] = None,
-    cases: Annotated[Optional[int], typer.Option(help="Number of cases, cycling through the matrix (default: each row once).")] = None,
+    cases: Annotated[Optional[int], typer.Option(min=1, max=MAX_CASES, help="Number of cases, cycling through the matrix (default: each row once).")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     backend: Annotated[str, typer.Option(help="What runs the graph: onnxruntime, or onnx-reference (ONNX's own numpy evaluator: slow, but it runs bf16 graphs, which onnxruntime's CPU provider cannot).")] = "onnxruntime",
     report: Annotated[Optional[Path], typer.Option(help="Write the full report as JSON.")] = None,
@@ -211,15 +211,15 @@ def bench(
     prompts: Annotated[str, typer.Option(help="Prompts per call (B) to sweep.")] = "1,4,16,64",
     points: Annotated[str, typer.Option(help="Point slots per prompt (N, padding point included) to sweep.")] = "2,6",
     orig_size: Annotated[str, typer.Option(help="orig_im_size as HxW.")] = "1024x1024",
-    threads: Annotated[int, typer.Option(help="Threads for every backend (onnxruntime intra-op, torch).")] = 2,
-    runs: Annotated[int, typer.Option(help="Timed calls per backend and cell, after warm-up.")] = 10,
-    warmup: Annotated[int, typer.Option(help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, help="Threads for every backend (onnxruntime intra-op, torch).")] = 2,
+    runs: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed calls per backend and cell, after warm-up.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
     baseline: Annotated[Optional[str], typer.Option(help="'official': export segment-anything's SamOnnxModel from the same weights and run it beside ours (one prompt per call); or a path to such a graph.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (torch backend, official baseline).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt, .pt2 package for --backend aoti.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the JSON, CSV and PNG go.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
-    images: Annotated[int, typer.Option(help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
+    images: Annotated[int, typer.Option(min=1, max=MAX_PROMPTS, help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
     from segdeploy.bench import BenchOptions, render_bench, run_bench
@@ -250,7 +250,7 @@ def build_engine_command(
     opt_level: Annotated[int, typer.Option(min=0, max=5, help="Builder optimization level 0..5.")] = 3,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc.")] = "none",
     version_compatible: Annotated[bool, typer.Option(help="Build a version-compatible engine (embeds a lean runtime; slower).")] = False,
-    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory pool limit in MiB.")] = None,
+    workspace: Annotated[Optional[int], typer.Option(min=1, max=1 << 20, help="Workspace memory pool limit in MiB.")] = None,
     print_trtexec: Annotated[bool, typer.Option("--print-trtexec", help="Print the equivalent trtexec command and exit (needs no TensorRT).")] = False,
     trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version --print-trtexec writes for (default: the installed one, else 10.14).")] = None,
     weak_typing: Annotated[bool, typer.Option("--weak-typing", help="TensorRT 10 only: build an fp32 graph at --fp16/--bf16 weakly typed instead of refusing it.")] = False,
@@ -269,8 +269,6 @@ def build_engine_command(
         raise fail(BadInputError("choose one of --fp16, --bf16, --fp32"))
     if hardware_compat not in HARDWARE_COMPAT:
         raise fail(BadInputError(f"--hardware-compat takes {', '.join(HARDWARE_COMPAT)}; got {hardware_compat!r}"))
-    if workspace is not None and workspace < 1:
-        raise fail(BadInputError("--workspace takes a positive number of MiB"))
     profile = EngineProfile(
         prompts=call(parse_range, prompts, "--prompts"),
         points=call(parse_range, points, "--points"),

@@ -12,6 +12,9 @@ MAX_OUTPUT_PIXELS = 8192 * 8192
 MAX_OUTPUT_SIDE = 16384
 MAX_PROMPTS = 4096  # per predict_batch (calls are split under the memory budget; this bounds the results)
 MAX_POINTS = 64  # point slots per prompt, box corners and SAM's padding point included
+MAX_THREADS = 1024  # onnxruntime and torch threads
+MAX_CASES = 10000  # verify cases (each runs the graph and the eager model)
+MAX_RUNS = 100000  # timed (or warm-up) calls per bench cell
 MAX_SEED = 2**63 - 1  # seeds (random weights, case draws) are 0..MAX_SEED: torch's and numpy's common range
 
 

@@ -154,3 +154,11 @@ def sam2_package(sam2_all, tmp_path_factory):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many examples each Hypothesis property test tried (tests/fuzz_counts.py), with or without -s."""
+    from fuzz_counts import TRIED
+
+    if TRIED:
+        terminalreporter.write_line("hypothesis examples tried: " + ", ".join(f"{target} {count}" for target, count in sorted(TRIED.items())))

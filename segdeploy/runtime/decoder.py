@@ -17,7 +17,7 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
-from segdeploy.limits import RequestLimits
+from segdeploy.limits import MAX_THREADS, RequestLimits
 from segdeploy.runners.base import Runner
 from segdeploy.runtime.memory import DEFAULT_MAX_CALL_BYTES, prompts_per_call
 from segdeploy.prompts import (
@@ -93,6 +93,8 @@ class Decoder:
             raise BadInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if isinstance(max_call_bytes, bool) or not isinstance(max_call_bytes, int) or max_call_bytes < 1:
             raise BadInputError(f"max_call_bytes must be a positive number of bytes, got {max_call_bytes!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
+            raise BadInputError(f"threads must be None or an integer from 1 to {MAX_THREADS}, got {threads!r}")
         runner, layout, metadata = open_source(
             None if source is None else Path(source), backend, threads=threads,
             checkpoint=None if checkpoint is None else Path(checkpoint), variant=variant, seed=seed, device=device,

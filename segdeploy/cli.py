@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from segdeploy import contract
 from segdeploy.version import __version__
@@ -19,7 +20,25 @@ from segdeploy.limits import MAX_CASES, MAX_PROMPTS, MAX_RUNS, MAX_SEED, MAX_THR
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.registry import all_variants, default_variant, families
 
+class OneLineErrors(TyperGroup):
+    """Usage errors of a command (an option out of its range, a bad choice, a missing argument) are
+    one ``error:`` line on stderr and exit 2, like every other user mistake."""
+
+    def invoke(self, ctx):
+        try:
+            from typer._click.exceptions import UsageError  # the click typer vendors (newer typer)
+        except ImportError:
+            from click.exceptions import UsageError
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:
+            typer.echo(f"error: {error.format_message()}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Export SAM-style prompt encoder + mask decoder to ONNX (and TensorRT), and prove the result "
     "equal to the eager PyTorch model.",
     no_args_is_help=True,

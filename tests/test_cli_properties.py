@@ -72,8 +72,8 @@ def check(command: str, args: list[str], allowed=(0, 2)) -> None:
     assert "Traceback" not in result.output, shown
     assert result.exit_code in allowed, shown
     if result.exit_code == 2:
-        errors = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
-        assert len(errors) == 1, shown
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), shown
 
 
 def options(draw, table: dict[str, st.SearchStrategy[str]], base: dict[str, str], count: int = 2) -> list[str]:

@@ -262,7 +262,7 @@ def test_print_trtexec_needs_no_tensorrt(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--fp16", "--bf16"], "choose one"), (["--hardware-compat", "turing"], "--hardware-compat"),
-    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"), (["--opt-level", "7"], ""), (["--workspace", "0"], "positive"),
+    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"), (["--opt-level", "7"], ""), (["--workspace", "0"], "'--workspace'"),
 ])
 def test_build_engine_validates_before_building(exported, args, message):
     result = runner.invoke(app, ["build-engine", "--onnx", str(exported.path), *args])

@@ -4,7 +4,7 @@ TensorRT are loaded by the modules that need them."""
 
 from segdeploy.version import __version__
 
-__all__ = ["Decoder", "Prediction", "Prompt", "__version__"]
+__all__ = ["Decoder", "Prediction", "Prompt", "RequestLimits", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from segdeploy import runtime
 
         return getattr(runtime, name)
+    if name == "RequestLimits":
+        from segdeploy.limits import RequestLimits
+
+        return RequestLimits
     raise AttributeError(f"module 'segdeploy' has no attribute {name!r}")

@@ -25,6 +25,8 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.errors import BadInputError
+from segdeploy.limits import RequestLimits
+from segdeploy.prompts import check_resizable
 from segdeploy.graph_io import load_graph, read_metadata, write_atomically
 from segdeploy.provenance import graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
@@ -200,6 +202,10 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         raise BadInputError(f"unknown backend {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
     metadata = read_metadata(load_graph(options.onnx))
     layout, precision = graph_layout(metadata, options.onnx)
+    limits = RequestLimits()
+    limits.check_output_size(check_resizable(tuple(options.orig_size), layout.family.prompt_rules(), "--orig-size: "), "--orig-size: ")
+    limits.check_prompts(max(options.prompts))
+    limits.check_points(max(options.points), "--points: ")
     if options.images < 1 or (options.images > 1 and not layout.multi_image):
         raise BadInputError("--images N > 1 needs a multi-image graph (segdeploy export --multi-image)" if options.images > 1 else "--images must be at least 1")
     form = f"attention={metadata.get('attention', 'plain')}, upscale={metadata.get('upscale', 'convtranspose')}, precision={precision}"

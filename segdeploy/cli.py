@@ -10,20 +10,41 @@ from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
+from segdeploy.limits import MAX_CASES, MAX_PROMPTS, MAX_RUNS, MAX_SEED, MAX_THREADS
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.registry import all_variants, default_variant, families
 
+class OneLineErrors(TyperGroup):
+    """Usage errors of a command (an option out of its range, a bad choice, a missing argument) are
+    one ``error:`` line on stderr and exit 2, like every other user mistake."""
+
+    def invoke(self, ctx):
+        try:
+            from typer._click.exceptions import UsageError  # the click typer vendors (newer typer)
+        except ImportError:
+            from click.exceptions import UsageError
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:
+            typer.echo(f"error: {error.format_message()}", err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Export SAM-style prompt encoder + mask decoder to ONNX (and TensorRT), and prove the result "
     "equal to the eager PyTorch model.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: rich markup would eat brackets, e.g. segdeploy[serve]
 )
 
 Variant = enum.Enum("Variant", {name: name for name in all_variants()}, type=str)  # type: ignore[misc]
@@ -101,7 +122,7 @@ def version_callback(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def root(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """segdeploy: SAM mask-decoder deployment."""
@@ -111,7 +132,7 @@ def main(
 def export(
     variant: Annotated[Variant, typer.Option(help=f"Variant the weights belong to (recorded in metadata). {FAMILIES_HELP}.")] = Variant(default_variant()),
     checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM/SAM 2 checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random weights when no checkpoint is given.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
     mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0 (SAM 2: the predictor's stability-based choice among tokens 0..3); all: tokens 0..3; best: the official export's return_single_mask choice (--signature official only).")] = MaskOutput.MULTI,
     postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
@@ -148,9 +169,9 @@ def export(
 def verify(
     onnx: Annotated[Optional[Path], typer.Option(help="Graph to verify (default: the newest under export/).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (checked by sha256).")] = None,
-    cases: Annotated[Optional[int], typer.Option(help="Number of cases, cycling through the matrix (default: each row once).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
+    cases: Annotated[Optional[int], typer.Option(min=1, max=MAX_CASES, help="Number of cases, cycling through the matrix (default: each row once).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed of the case draws (default: fresh, printed for reruns).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="onnxruntime intra-op threads (default: runtime's choice).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="Verify this TensorRT plan or AOTInductor .pt2 package (built from --onnx, default: the one its sidecar names) instead of onnxruntime.")] = None,
     backend: Annotated[str, typer.Option(help="What runs the graph: onnxruntime, or onnx-reference (ONNX's own numpy evaluator: slow, but it runs bf16 graphs, which onnxruntime's CPU provider cannot).")] = "onnxruntime",
     max_side: Annotated[Optional[int], typer.Option(min=1, help="Shrink every row's original image to at most this side (aspect kept): the whole matrix, with less resizing.")] = None,
@@ -210,15 +231,15 @@ def bench(
     prompts: Annotated[str, typer.Option(help="Prompts per call (B) to sweep.")] = "1,4,16,64",
     points: Annotated[str, typer.Option(help="Point slots per prompt (N, padding point included) to sweep.")] = "2,6",
     orig_size: Annotated[str, typer.Option(help="orig_im_size as HxW.")] = "1024x1024",
-    threads: Annotated[int, typer.Option(help="Threads for every backend (onnxruntime intra-op, torch).")] = 2,
-    runs: Annotated[int, typer.Option(help="Timed calls per backend and cell, after warm-up.")] = 10,
-    warmup: Annotated[int, typer.Option(help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, help="Threads for every backend (onnxruntime intra-op, torch).")] = 2,
+    runs: Annotated[int, typer.Option(min=1, max=MAX_RUNS, help="Timed calls per backend and cell, after warm-up.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_RUNS, help="Untimed calls per backend and cell (and, if > 0, a 2 s burn-in first).")] = 3,
     baseline: Annotated[Optional[str], typer.Option(help="'official': export segment-anything's SamOnnxModel from the same weights and run it beside ours (one prompt per call); or a path to such a graph.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="The checkpoint the graph was exported from (torch backend, official baseline).")] = None,
     engine: Annotated[Optional[Path], typer.Option(help="TensorRT plan for --backend tensorrt, .pt2 package for --backend aoti.")] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the JSON, CSV and PNG go.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
-    images: Annotated[int, typer.Option(help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
+    images: Annotated[int, typer.Option(min=1, max=MAX_PROMPTS, help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
     floor: Annotated[bool, typer.Option("--floor/--no-floor", help="Measure each cell's floor on this machine (one MatMul with the graph's matrix FLOPs + the Resize of the masks to the original size, interleaved with the graph) and report ours as a ratio of it.")] = True,
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
@@ -250,7 +271,7 @@ def build_engine_command(
     opt_level: Annotated[int, typer.Option(min=0, max=5, help="Builder optimization level 0..5.")] = 3,
     hardware_compat: Annotated[str, typer.Option(help="none, ampere+ or same-cc.")] = "none",
     version_compatible: Annotated[bool, typer.Option(help="Build a version-compatible engine (embeds a lean runtime; slower).")] = False,
-    workspace: Annotated[Optional[int], typer.Option(help="Workspace memory pool limit in MiB.")] = None,
+    workspace: Annotated[Optional[int], typer.Option(min=1, max=1 << 20, help="Workspace memory pool limit in MiB.")] = None,
     print_trtexec: Annotated[bool, typer.Option("--print-trtexec", help="Print the equivalent trtexec command and exit (needs no TensorRT).")] = False,
     trt_version: Annotated[Optional[str], typer.Option(help="TensorRT version --print-trtexec writes for (default: the installed one, else 10.14).")] = None,
     weak_typing: Annotated[bool, typer.Option("--weak-typing", help="TensorRT 10 only: build an fp32 graph at --fp16/--bf16 weakly typed instead of refusing it.")] = False,
@@ -269,8 +290,6 @@ def build_engine_command(
         raise fail(BadInputError("choose one of --fp16, --bf16, --fp32"))
     if hardware_compat not in HARDWARE_COMPAT:
         raise fail(BadInputError(f"--hardware-compat takes {', '.join(HARDWARE_COMPAT)}; got {hardware_compat!r}"))
-    if workspace is not None and workspace < 1:
-        raise fail(BadInputError("--workspace takes a positive number of MiB"))
     profile = EngineProfile(
         prompts=call(parse_range, prompts, "--prompts"),
         points=call(parse_range, points, "--points"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +17,22 @@ if TYPE_CHECKING:
 _ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 9: "bool"}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file in the same folder, so no half-written file
-    is ever left under the final name."""
+def file_mode() -> int:
+    """The mode a new file gets under the process umask (0644 under 022), as ``open`` would give it."""
+    try:
+        with open("/proc/self/status") as status:  # Linux: read without changing it
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomically(path: Path, data: bytes | None = None, *, copy_from: Path | None = None) -> None:
+    """Write ``data`` (or a copy of the file ``copy_from``) to ``path`` through a temporary file in
+    the same folder, so no half-written file is ever left under the final name; the file gets the
+    permissions the umask gives (a temporary file alone would be 0600, unreadable to a service)."""
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -26,7 +40,12 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            if copy_from is not None:
+                with open(copy_from, "rb") as source:
+                    shutil.copyfileobj(source, stream, 1 << 20)
+            else:
+                stream.write(data)
+            os.fchmod(stream.fileno(), file_mode())
         os.replace(temp_name, path)
     except BaseException as exc:
         Path(temp_name).unlink(missing_ok=True)
@@ -43,9 +62,12 @@ def load_graph(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise BadInputError(f"ONNX file not found: {path}")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as exc:
         raise BadInputError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    if not model.graph.node or not model.graph.output:  # an empty file parses as an empty model
+        raise BadInputError(f"{path} is not an ONNX graph: it holds no nodes or no outputs ({path.stat().st_size} bytes)")
+    return model
 
 
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:

@@ -78,6 +78,13 @@ def check_orig_size(value: Any, where: str = "") -> tuple[int, int]:
     return height, width
 
 
+def check_resizable(orig_size: tuple[int, int], rules: PromptRules, where: str = "") -> tuple[int, int]:
+    """``orig_size``, unless the family's resize to the model input leaves a side of 0 pixels."""
+    if rules.resized_size is not None and min(rules.resized_size(orig_size)) < 1:
+        raise BadInputError(f"{where}orig_size {orig_size} is too elongated: its short side is 0 pixels once the long side is {contract.MODEL_INPUT_SIZE}")
+    return orig_size
+
+
 def _float_array(value: Any, name: str, where: str) -> np.ndarray:
     try:
         array = np.asarray(value)
@@ -111,9 +118,7 @@ def check_embedding(value: Any, where: str = "") -> np.ndarray:
 def check_prompt(prompt: Prompt, rules: PromptRules, where: str = "") -> CheckedPrompt:
     """Check one prompt and move it into the model-input frame as the predictor of the family whose
     ``rules`` are given does."""
-    orig_size = check_orig_size(prompt.orig_size, where)
-    if rules.resized_size is not None and min(rules.resized_size(orig_size)) < 1:
-        raise BadInputError(f"{where}orig_size {orig_size} is too elongated: its short side is 0 pixels once the long side is {contract.MODEL_INPUT_SIZE}")
+    orig_size = check_resizable(check_orig_size(prompt.orig_size, where), rules, where)
     if prompt.point_coords is None and prompt.box is None:
         raise BadInputError(f"{where}a prompt needs point_coords (with point_labels) or a box")
     if (prompt.point_coords is None) != (prompt.point_labels is None):

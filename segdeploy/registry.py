@@ -92,8 +92,10 @@ def load_decoder(variant: str | None = None, checkpoint: Path | None = None, see
     """The eager decoder of ``variant`` (default: the default family's default) from ``checkpoint``
     or seeded random weights; a checkpoint of another family is refused in one line that names a
     variant of that family."""
+    from segdeploy.limits import check_seed
     from segdeploy.weights import CheckpointLayoutError
 
+    check_seed(seed)
     variant = variant or default_variant()
     family = family_of_variant(variant)
     try:

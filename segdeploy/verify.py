@@ -20,6 +20,7 @@ from segdeploy.compare import (
     contract_problems,
 )
 from segdeploy.errors import BadInputError
+from segdeploy.limits import check_seed
 from segdeploy.graph_io import load_graph, read_metadata, value_specs
 from segdeploy.provenance import foreign_graph, graph_layout, resolve_weights
 from segdeploy.runners.base import Runner
@@ -208,7 +209,7 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     if options.engine is not None:
         precision = engine_precision(options.engine)
     tolerance = contract.TOLERANCES[precision]
-    seed = options.seed if options.seed is not None else secrets.randbits(31)
+    seed = check_seed(options.seed, "--seed") if options.seed is not None else secrets.randbits(31)
 
     reference: Runner = TorchRunner(decoder, layout)
     if layout.official:

@@ -201,3 +201,11 @@ def cpp_example(tmp_path_factory) -> Path:
         done = subprocess.run(command, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return build / "segdeploy_aoti"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many examples each Hypothesis property test tried (tests/fuzz_counts.py), with or without -s."""
+    from fuzz_counts import TRIED
+
+    if TRIED:
+        terminalreporter.write_line("hypothesis examples tried: " + ", ".join(f"{target} {count}" for target, count in sorted(TRIED.items())))

@@ -317,3 +317,21 @@ def test_triton_repo_carries_a_package_and_its_sidecar(sam2_package, tmp_path, r
     with Decoder.load(sam2_package) as original, Decoder.load(copy) as copied:
         want, got = original.runner.infer(case.feeds), copied.runner.infer(case.feeds)
     assert all(np.array_equal(got[name], want[name]) for name in want)
+
+
+@pytest.mark.parametrize("tensors, repeats, message", [
+    ({"orig_im_size": np.array([30000, 30000], np.int64)}, None, "orig_im_size 30000x30000"),
+    ({"orig_im_size": np.array([2**40, 2**40], np.int64)}, None, "orig_im_size"),
+    ({"point_coords": np.zeros((1, 65, 2), np.float32)}, None, "64 point slots"),
+    ({"orig_im_size": np.array([64, 64], np.int64)}, "-3", "REPEATS"),
+])
+def test_cpp_example_refuses_requests_past_the_limits(cpp_example, tmp_path, tensors, repeats, message):
+    """The C++ example checks segdeploy.limits' bounds before it loads the package (exit 2, one line).
+    Fault: without check_bounds in main.cpp the bad package path fails instead, with exit 1."""
+    from segdeploy.aoti.tensorfile import write_tensors
+
+    write_tensors(tmp_path / "in.bin", tensors)
+    args = [str(cpp_example), str(tmp_path / "no-such-package.pt2"), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")]
+    done = subprocess.run(args + ([repeats] if repeats else []), capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

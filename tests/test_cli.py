@@ -59,7 +59,8 @@ def test_verify_exits_1_on_a_fault(exported, tmp_path, rng):
         (("export", "--checkpoint", "/nonexistent/sam.pth"), "checkpoint not found"),
         (("verify", "--onnx", "/nonexistent/g.onnx"), "ONNX file not found"),
         (("info", "/nonexistent/g.onnx"), "ONNX file not found"),
-        (("verify", "--onnx", "{graph}", "--cases", "0"), "--cases must be at least 1"),
+        (("verify", "--onnx", "{graph}", "--cases", "0"), "Invalid value for '--cases'"),
+        (("export", "--seed", "-5"), "Invalid value for '--seed'"),  # an option out of its typer range: one line too
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(args, message, exported):

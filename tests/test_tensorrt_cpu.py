@@ -267,7 +267,7 @@ def test_print_trtexec_needs_no_tensorrt(trt_graph):
 
 @pytest.mark.parametrize("args,message", [
     (["--fp16", "--bf16"], "choose one"), (["--hardware-compat", "turing"], "--hardware-compat"),
-    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"), (["--opt-level", "7"], "--opt-level"), (["--workspace", "0"], "positive"),
+    (["--prompts", "4:2:8"], "MIN <= OPT <= MAX"), (["--opt-level", "7"], "--opt-level"), (["--workspace", "0"], "--workspace"),
 ])
 def test_build_engine_validates_before_building(trt_graph, args, message):
     """Each bad option is refused by name on a graph that is otherwise buildable (the same options

@@ -23,7 +23,7 @@ PACKAGE = ROOT / "segdeploy"
 
 # Lowest first; a module's layer is the first prefix it starts with (a package's children included).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("segdeploy.errors", "segdeploy.forms", "segdeploy.contract", "segdeploy.graph_io", "segdeploy.version"),
+    ("segdeploy.errors", "segdeploy.forms", "segdeploy.contract", "segdeploy.graph_io", "segdeploy.version", "segdeploy.limits"),
     ("segdeploy.model",),  # shared building blocks
     ("segdeploy.prompts", "segdeploy.cases", "segdeploy.weights"),  # what every family's folder builds on
     ("segdeploy.families",),  # one folder per family, and the interface

@@ -50,6 +50,40 @@ std::vector<at::Tensor> ordered_inputs(const NamedTensors& file, const std::unor
   return inputs;
 }
 
+// Bounds of a request, as segdeploy.limits (RequestLimits) sets them for Decoder and bench: checked
+// before the package allocates anything for the call.
+constexpr int64_t kMaxOutputSide = 16384;
+constexpr int64_t kMaxOutputPixels = int64_t{8192} * 8192;
+constexpr int64_t kMaxPrompts = 4096;
+constexpr int64_t kMaxPoints = 64;
+
+void check_bounds(const NamedTensors& file) {
+  for (const auto& [name, tensor] : file) {
+    if (name == "orig_im_size") {
+      if (tensor.numel() != 2) throw std::invalid_argument("orig_im_size must hold two values (H, W)");
+      const auto size = tensor.to(at::kLong).contiguous();
+      const int64_t height = size.data_ptr<int64_t>()[0], width = size.data_ptr<int64_t>()[1];
+      if (height < 1 || width < 1 || std::max(height, width) > kMaxOutputSide || height * width > kMaxOutputPixels) {
+        throw std::invalid_argument("orig_im_size " + std::to_string(height) + "x" + std::to_string(width) +
+                                    " is outside 1..16384 a side and 67 megapixels");
+      }
+    }
+    if (name == "point_coords" && tensor.dim() == 3 && (tensor.size(0) > kMaxPrompts || tensor.size(1) > kMaxPoints)) {
+      throw std::invalid_argument("point_coords is [" + std::to_string(tensor.size(0)) + "," + std::to_string(tensor.size(1)) +
+                                  ",2]: at most 4096 prompts of 64 point slots per call");
+    }
+  }
+}
+
+int parse_repeats(const char* text) {
+  char* end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || value < 0 || value > 100000) {
+    throw std::invalid_argument(std::string("REPEATS takes 0..100000, got ") + text);
+  }
+  return static_cast<int>(value);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,16 +92,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    const int repeats = argc == 5 ? parse_repeats(argv[4]) : 0;
+    const auto file = read_tensor_file(argv[2]);
+    check_bounds(file);
     torch::inductor::AOTIModelPackageLoader loader(argv[1]);
     const auto metadata = loader.get_metadata();
-    const auto inputs = ordered_inputs(read_tensor_file(argv[2]), metadata);
+    const auto inputs = ordered_inputs(file, metadata);
     const auto outputs = loader.run(inputs);
     const auto names = split(metadata_value(metadata, "segdeploy.outputs"));
     if (names.size() != outputs.size()) throw std::runtime_error("the package returned an unexpected number of outputs");
     NamedTensors named;
     for (size_t i = 0; i < outputs.size(); ++i) named.emplace_back(names[i], outputs[i].cpu());
     write_tensor_file(argv[3], named);
-    const int repeats = argc == 5 ? std::atoi(argv[4]) : 0;
     if (repeats > 0) {
       const auto start = std::chrono::steady_clock::now();
       for (int i = 0; i < repeats; ++i) loader.run(inputs);

@@ -18,7 +18,7 @@ from segdeploy.version import __version__
 from segdeploy.aoti.sidecar import AotiSidecar, sidecar_path
 from segdeploy.errors import BadInputError, MissingDependencyError
 from segdeploy.forms import AttentionForm, GraphForm, Precision, UpscaleForm
-from segdeploy.graph_io import load_graph, read_metadata, write_atomically
+from segdeploy.graph_io import file_mode, load_graph, read_metadata, write_atomically
 from segdeploy.tensorrt.profiles import DEFAULT_IMAGES, DEFAULT_POINTS, DEFAULT_PROMPTS, Range
 
 Progress = Callable[[str], None]
@@ -200,6 +200,7 @@ def build_package(options: AotiOptions, progress: Progress | None = None) -> Aot
                 inductor_configs={"aot_inductor.metadata": package_metadata(options, layout)},
             )
         say(f"writing {options.out}")
+        os.chmod(built, file_mode())  # as the umask gives, like every file segdeploy writes
         os.replace(built, options.out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -2,6 +2,7 @@
 backend) and ``Prompt`` (one prompt of a batch)."""
 
 from segdeploy.runtime.decoder import Decoder, Prediction
+from segdeploy.limits import RequestLimits
 from segdeploy.prompts import Prompt
 
-__all__ = ["Decoder", "Prediction", "Prompt"]
+__all__ = ["Decoder", "Prediction", "Prompt", "RequestLimits"]

@@ -6,8 +6,9 @@ image embedding; ``predict_batch`` packs many prompts on many images into one ba
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +17,9 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.contract import GraphLayout, MaskOutput
 from segdeploy.errors import BadInputError
+from segdeploy.limits import MAX_THREADS, RequestLimits
 from segdeploy.runners.base import Runner
+from segdeploy.runtime.memory import DEFAULT_MAX_CALL_BYTES, prompts_per_call
 from segdeploy.prompts import (
     CheckedPrompt,
     Prompt,
@@ -43,7 +46,16 @@ class Prediction(NamedTuple):
 class Decoder:
     """A loaded decoder. Build with :meth:`Decoder.load`; safe to share between threads."""
 
-    def __init__(self, runner: Runner, layout: GraphLayout, *, source: str, metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, runner: Runner, layout: GraphLayout, *, source: str, metadata: dict[str, str] | None = None,
+        max_call_bytes: int = DEFAULT_MAX_CALL_BYTES, limits: RequestLimits | None = None,
+    ) -> None:
+        if isinstance(max_call_bytes, bool) or not isinstance(max_call_bytes, int) or max_call_bytes < 1:
+            raise BadInputError(f"max_call_bytes must be a positive number of bytes, got {max_call_bytes!r}")
+        if limits is not None and not isinstance(limits, RequestLimits):
+            raise BadInputError(f"limits must be a segdeploy.RequestLimits, got {type(limits).__name__}")
+        self.max_call_bytes = max_call_bytes
+        self.limits = limits or RequestLimits()
         self.runner = runner
         self.layout = layout
         self.family = layout.family  # its prompt frame, postprocessing and single-mask rule
@@ -67,6 +79,8 @@ class Decoder:
         variant: str | None = None,
         seed: int = 0,
         device: str = "cpu",
+        max_call_bytes: int = DEFAULT_MAX_CALL_BYTES,
+        limits: RequestLimits | None = None,
     ) -> Decoder:
         """Load ``source``: an ``.onnx`` graph (onnxruntime; CUDA provider where onnxruntime-gpu
         and a GPU exist), a TensorRT ``.plan`` (sidecar checked), a compiled ``.pt2`` package, or a
@@ -77,11 +91,16 @@ class Decoder:
 
         if backend not in BACKENDS:
             raise BadInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if isinstance(max_call_bytes, bool) or not isinstance(max_call_bytes, int) or max_call_bytes < 1:
+            raise BadInputError(f"max_call_bytes must be a positive number of bytes, got {max_call_bytes!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
+            raise BadInputError(f"threads must be None or an integer from 1 to {MAX_THREADS}, got {threads!r}")
         runner, layout, metadata = open_source(
             None if source is None else Path(source), backend, threads=threads,
             checkpoint=None if checkpoint is None else Path(checkpoint), variant=variant, seed=seed, device=device,
         )
-        return cls(runner, layout, source=str(source) if source is not None else f"random weights (seed {seed})", metadata=metadata)
+        return cls(runner, layout, source=str(source) if source is not None else f"random weights (seed {seed})", metadata=metadata,
+                   max_call_bytes=max_call_bytes, limits=limits)
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -114,12 +133,20 @@ class Decoder:
         prompt = Prompt(embedding, orig_size, point_coords, point_labels, box, mask_input, multimask_output)
         return self.predict_batch([prompt], return_logits=return_logits)[0]
 
-    def predict_batch(self, prompts: Sequence[Prompt], *, return_logits: bool = False, best_only: bool | Sequence[bool] = False) -> list[Prediction]:
-        """Many prompts on many images, one backend call where the graph allows (a multi-image
-        graph, or a single-image graph whose prompts share one image and size); results in order,
-        each equal to :meth:`predict` of that prompt alone. ``best_only`` (for all prompts, or one
-        flag per prompt): only the highest-scoring of a prompt's masks, chosen before the host-side
-        resize, so only that one is resized (what a server's small answers want)."""
+    def predict_batch(self, prompts: Iterable[Prompt], *, return_logits: bool = False, best_only: bool | Sequence[bool] = False) -> list[Prediction]:
+        """Many prompts on many images, few backend calls where the graph allows (a multi-image
+        graph, or a single-image graph whose prompts share one image and size), each under
+        ``max_call_bytes``; results in order, each equal to :meth:`predict` of that prompt alone.
+        ``best_only`` (for all prompts, or one flag per prompt): only the highest-scoring of a
+        prompt's masks, chosen before the host-side resize, so only that one is resized (what a
+        server's small answers want)."""
+        if isinstance(prompts, Prompt):
+            raise BadInputError("predict_batch takes a list of Prompt")
+        try:
+            prompts = list(itertools.islice(prompts, self.limits.max_prompts + 1))
+        except TypeError:
+            raise BadInputError(f"predict_batch takes a list of Prompt, got {type(prompts).__name__}") from None
+        self.limits.check_prompts(len(prompts))
         if not prompts:
             return []
         checked, images, image_of = self._check(prompts)
@@ -127,7 +154,7 @@ class Decoder:
         if len(best) != len(prompts):
             raise BadInputError(f"best_only has {len(best)} flags for {len(prompts)} prompts")
         results: list[Prediction | None] = [None] * len(prompts)
-        for group in self._call_groups(checked, image_of):
+        for group in [part for group in self._call_groups(checked, image_of) for part in self._split_calls(group, checked, image_of)]:
             outputs = self._infer(group, checked, images, image_of)
             spans = [self._span(outputs, row, checked[index]) for row, index in enumerate(group)]
             spans = [self._best(outputs, row, span) if best[index] else span for row, (index, span) in enumerate(zip(group, spans))]
@@ -138,23 +165,27 @@ class Decoder:
 
     def check(self, prompt: Prompt, where: str = "") -> None:
         """Raise BadInputError unless this decoder can answer ``prompt`` (what ``predict_batch`` checks)."""
-        checked = check_prompt(prompt, self.family.prompt_rules(), where)
-        self._check_tokens(checked.multimask_output, where)
+        checked = self._check_prompt(prompt, where)
         self.family.check_images(prompt.embedding, where)
+        self._split_calls([0], [checked], [0])  # one prompt must fit the memory budget
+
+    def _check_prompt(self, prompt: Prompt, where: str) -> CheckedPrompt:
+        checked = check_prompt(prompt, self.family.prompt_rules(), where)
+        self.limits.check_output_size(checked.orig_size, where)
+        self.limits.check_points(len(checked.labels), where)
+        self._check_tokens(checked.multimask_output, where)
+        return checked
 
     def _check(self, prompts: Sequence[Prompt]) -> tuple[list[CheckedPrompt], list[dict[str, np.ndarray]], list[int]]:
         """Checked prompts, the distinct images' inputs (by the embedding's object identity) and each
         prompt's image."""
-        if isinstance(prompts, Prompt):
-            raise BadInputError("predict_batch takes a list of Prompt")
         checked, images, image_of = [], [], []
         seen: dict[int, int] = {}
         for i, prompt in enumerate(prompts):
             where = f"prompt {i}: " if len(prompts) > 1 else ""
             if not isinstance(prompt, Prompt):
                 raise BadInputError(f"{where}expected a segdeploy.Prompt, got {type(prompt).__name__}")
-            checked.append(check_prompt(prompt, self.family.prompt_rules(), where))
-            self._check_tokens(checked[-1].multimask_output, where)
+            checked.append(self._check_prompt(prompt, where))
             key = id(prompt.embedding)
             if key not in seen:
                 seen[key] = len(images)
@@ -182,6 +213,21 @@ class Decoder:
             key = (image_of[index], prompt.orig_size if self.layout.postprocess else None)
             groups.setdefault(key, []).append(index)
         return list(groups.values())
+
+    def _split_calls(self, group: list[int], checked: list[CheckedPrompt], image_of: list[int]) -> list[list[int]]:
+        """``group`` in backend calls whose estimated peak stays under ``max_call_bytes`` (a
+        multi-image group ordered by image first, so a call stacks few images)."""
+        layout = self.layout
+        size = checked[group[0]].orig_size if layout.postprocess else None  # a postprocessing group shares its size
+        count = prompts_per_call(
+            self.max_call_bytes, points=max(len(checked[i].labels) for i in group), orig_size=size,
+            masks=len(layout.mask_output.tokens), multi_image=layout.multi_image, attention=self.metadata.get("attention"),
+        )
+        if len(group) <= count:
+            return [group]
+        if layout.multi_image:
+            group = sorted(group, key=lambda index: image_of[index])
+        return [group[first : first + count] for first in range(0, len(group), count)]
 
     def _infer(self, group: list[int], checked: list[CheckedPrompt], images: list[dict[str, np.ndarray]], image_of: list[int]) -> dict[str, np.ndarray]:
         feeds = pack_prompts([checked[i] for i in group])

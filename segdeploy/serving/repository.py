@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from segdeploy.errors import BadInputError
+from segdeploy.graph_io import write_atomically
 from segdeploy.serving.model_config import MODEL_NAME, contract_tensors, render_config
 from segdeploy.serving.server import DEFAULT_STORE_BYTES, ServeOptions, write_repository
 
@@ -73,12 +73,33 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
     wanted = {"onnxruntime": ".onnx", "tensorrt": ".plan"}.get(options.backend)
     if wanted and source.suffix != wanted:
         raise BadInputError(f"--backend {options.backend} takes a {wanted} file, got {source.name}")
-    model = Path(options.out) / MODEL_NAME
+    out = Path(options.out)
+    command = f"segdeploy triton-repo {source}"
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} is a file, and a model repository is a folder; e.g. `{command} --out {out.with_suffix('')}_repo`")
+    if options.instances < 1:
+        raise BadInputError(f"--instances {options.instances}: Triton needs at least 1 instance; e.g. `{command} --instances 1`")
+    if options.backend == "python" and options.max_batch_size < 1:
+        raise BadInputError(
+            f"--max-batch-size {options.max_batch_size}: the python backend batches requests dynamically, which Triton refuses at "
+            f"max_batch_size 0; e.g. `{command} --max-batch-size 64`"
+        )
+    if options.max_queue_delay_us is not None and options.max_queue_delay_us < 0:
+        raise BadInputError(f"--max-queue-delay-us takes 0 or more microseconds, got {options.max_queue_delay_us}")
+    model = out / MODEL_NAME
     if model.exists() and any(model.iterdir()):
         raise BadInputError(f"{model} exists and is not empty; choose another --out")
     layout = _layout_of(source)
+    if layout.official and options.backend == "python":
+        raise BadInputError(
+            f"{source} has the official export's signature, which segdeploy.Decoder (the python backend's model) does not load; "
+            f"serve a graph exported without --signature official, or this one as it is with `{command} --backend onnxruntime`"
+        )
     version = model / "1"
-    version.mkdir(parents=True, exist_ok=True)
+    try:
+        version.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"cannot write {version}: {exc.strerror or exc}") from None
     notes = []
     if options.backend == "python":
         if options.encoder is not None and not Path(options.encoder).is_file():
@@ -87,7 +108,7 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
         originals += [Path(options.encoder)] if options.encoder is not None else []
         copies = [version / original.name for original in originals]  # an engine's sidecar goes along: Decoder.load checks it
         for original, copy in zip(originals, copies):
-            shutil.copy2(original, copy)
+            write_atomically(copy, copy_from=original)  # readable by the server as the umask gives, whatever the source's mode
         serve = ServeOptions(source=Path(source.name), threads=options.threads, max_batch_size=options.max_batch_size,
                              max_queue_delay_us=options.max_queue_delay_us, instances=options.instances,
                              image_store=options.image_store, image_store_bytes=options.image_store_bytes,
@@ -98,13 +119,13 @@ def write_triton_repo(options: RepoOptions) -> RepoReport:
         files = [config, version / "model.py", *copies]
     else:
         target = version / ("model.onnx" if options.backend == "onnxruntime" else "model.plan")
-        shutil.copy2(source, target)
+        write_atomically(target, copy_from=source)
         text = render_config(
             backend=options.backend, inputs=contract_tensors(layout.inputs(), options.backend == "tensorrt"), outputs=contract_tensors(layout.outputs()),
             max_batch_size=0, queue_delay_us=None, instances=options.instances, kind=options.kind,
         )
         config = model / "config.pbtxt"
-        config.write_text(text)
+        write_atomically(config, text.encode())
         notes.append("max_batch_size 0: a call's prompts share one image embedding, so clients batch prompts themselves (or use --backend python for cross-request batching)")
         files = [config, target]
     return RepoReport(Path(options.out), config, files, notes)

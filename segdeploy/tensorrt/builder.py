@@ -31,6 +31,7 @@ from segdeploy.graph_io import (
 )
 from segdeploy.provenance import graph_layout
 from segdeploy.registry import default_variant
+from segdeploy.tensorrt.environment import check_trt_version
 from segdeploy.tensorrt.sidecar import Sidecar, sidecar_path
 from segdeploy.tensorrt.trtexec import BuildOptions, trtexec_command
 
@@ -142,7 +143,7 @@ def plan_options(
     metadata = read_metadata(load_graph(onnx))
     if not metadata:
         raise BadInputError(f"{onnx} carries no segdeploy metadata; build engines from `segdeploy export` graphs")
-    trt_major = int(str(trt_version).split(".")[0])
+    trt_major = int(check_trt_version(trt_version).split(".")[0])
     plan = precision_plan(metadata.get("precision", "fp32"), requested, trt_major, weak_typing)
     errors = lint_errors(onnx, str(trt_version))
     not_trt_form = bool(errors) and metadata.get("target") != "tensorrt"

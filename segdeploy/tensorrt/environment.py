@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from segdeploy.errors import MissingDependencyError
+from segdeploy.errors import BadInputError, MissingDependencyError
 
 INSTALL_HINT = (
     "install the TensorRT extra on a machine with an NVIDIA GPU and driver: "
@@ -23,6 +23,14 @@ class TrtEnvironment:
     @property
     def tensorrt_major(self) -> int:
         return int(self.tensorrt_version.split(".")[0])
+
+
+def check_trt_version(text: str) -> str:
+    """A TensorRT version as MAJOR[.MINOR[.PATCH...]] (e.g. 10.14), or BadInputError."""
+    parts = str(text).split(".")
+    if not all(part.isascii() and part.isdigit() for part in parts) or not 1 <= int(parts[0]) <= 99:
+        raise BadInputError(f"--trt-version takes a TensorRT version such as 10.14, got {text!r}")
+    return str(text)
 
 
 def parse_version(text: str) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.graph_io import load_graph
-from segdeploy.tensorrt.environment import parse_version
+from segdeploy.tensorrt.environment import check_trt_version, parse_version
 
 DEFAULT_TRT_VERSION = "10.14"
 # Not parsed by onnx-tensorrt (operators.md); ops outside the default domain are refused too.
@@ -242,6 +242,7 @@ def _check_layernorm(g: _Graph, findings: list[Finding]) -> None:
 
 def lint_graph(path: Path, trt_version: str = DEFAULT_TRT_VERSION) -> LintReport:
     """Lint an ONNX file for TensorRT ``trt_version``."""
+    check_trt_version(trt_version)
     g = _Graph(load_graph(path))
     report = LintReport(str(path), trt_version)
     _check_ops(g, parse_version(trt_version), report.findings)

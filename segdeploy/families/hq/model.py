@@ -1,0 +1,143 @@
+"""HQ-SAM's decoder, written for export: SAM's prompt encoder and two-way transformer (the shared
+building blocks) and SAM's mask decoder plus segment_anything_hq's ``MaskDecoderHQ`` parts: the HQ
+output token (``hf_token``) and its hypernetwork (``hf_mlp``), the fusion of the image embedding
+and the early ViT feature into HQ features (``embedding_encoder`` + ``compress_vit_feat``), and the
+refinement of the upscaled embedding (``embedding_maskfeature``).
+
+The HQ token's mask is ``hf_mlp(token) . (embedding_maskfeature(upscaled) + hq_features)``. Two
+rewrites of that product, the same function:
+- the HQ features depend on the image only: they are computed once per image and read by every
+  prompt on it (the official export recomputes them per prompt);
+- ``embedding_maskfeature``'s last 3x3 convolution is linear and only its product with the prompt's
+  hypernetwork vector is read, so the vector is folded into its weights first: per prompt, one
+  [9, 64] GEMM over the pixels and a sum of nine shifted planes instead of a 64->32 3x3
+  convolution (1/32 of that convolution's work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segdeploy.families.hq import contract as hq_contract
+from segdeploy.model.common import MLP, LayerNorm2d
+from segdeploy.model.decoder import DecoderConfig, PromptableDecoder
+from segdeploy.model.mask_decoder import MaskDecoder
+from segdeploy.model.transformer import TwoWayTransformer
+
+OUTPUT_TOKENS = 6  # IoU, four mask tokens, the HQ token
+
+
+@dataclass(frozen=True)
+class HqConfig(DecoderConfig):
+    """SAM's decoder hyperparameters plus the ViT width C that ``compress_vit_feat`` reads."""
+
+    vit_dim: int = 1024
+
+
+VARIANTS: dict[str, HqConfig] = {name: HqConfig(vit_dim=c) for name, c in hq_contract.VIT_CHANNELS.items()}
+
+
+class HqMaskDecoder(MaskDecoder):
+    """SAM's mask decoder plus MaskDecoderHQ's token, hypernetwork and feature-fusion layers (the
+    official module and key names)."""
+
+    def __init__(self, *, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3, vit_dim: int = 1024) -> None:
+        super().__init__(transformer_dim=transformer_dim, transformer=transformer, num_multimask_outputs=num_multimask_outputs)
+        d = transformer_dim
+        self.hf_token = nn.Embedding(1, d)
+        self.hf_mlp = MLP(d, d, d // 8, 3)
+        self.compress_vit_feat = nn.Sequential(
+            nn.ConvTranspose2d(vit_dim, d, kernel_size=2, stride=2), LayerNorm2d(d), nn.GELU(),
+            nn.ConvTranspose2d(d, d // 8, kernel_size=2, stride=2),
+        )
+        self.embedding_encoder = nn.Sequential(
+            nn.ConvTranspose2d(d, d // 4, kernel_size=2, stride=2), LayerNorm2d(d // 4), nn.GELU(),
+            nn.ConvTranspose2d(d // 4, d // 8, kernel_size=2, stride=2),
+        )
+        self.embedding_maskfeature = nn.Sequential(
+            nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(), nn.Conv2d(d // 4, d // 8, 3, 1, 1),
+        )
+
+    def hq_features(self, image_embeddings: torch.Tensor, interm_embeddings: torch.Tensor) -> torch.Tensor:
+        """Per image: ``embedding_encoder(image_embeddings) + compress_vit_feat(interm)`` [I,32,4h,4w]
+        from [I,256,h,w] and the channels-last early ViT feature [I,h,w,C]."""
+        return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm_embeddings.permute(0, 3, 1, 2))
+
+    def forward(  # type: ignore[override]
+        self,
+        image_tokens: torch.Tensor,
+        pos_tokens: torch.Tensor,
+        grid: tuple[int, int],
+        sparse_embeddings: torch.Tensor,
+        token_mask: torch.Tensor,
+        mask_tokens: tuple[int, ...],
+        hq_features: torch.Tensor,
+        hq_token_only: bool = False,
+        few_token: bool = False,
+        upscale_matmul: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits [B,M,4h,4w] and IoU predictions [B,M] for SAM's ``mask_tokens``, each
+        mask SAM's token plus the HQ token (the HQ token alone with ``hq_token_only``).
+
+        ``hq_features`` [B or 1,32,4h,4w] come from :meth:`hq_features` (gathered per prompt or
+        broadcast). The rest is as :meth:`MaskDecoder.forward`.
+        """
+        batch = sparse_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight, self.hf_token.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
+        tokens = torch.cat([output_tokens, sparse_embeddings], dim=1)
+        hs, image_tokens = self.transformer(image_tokens, pos_tokens, tokens, token_mask, few_token, output_tokens=OUTPUT_TOKENS)
+
+        height, width = grid
+        hq_vector = self.hf_mlp(hs[:, 1 + self.num_mask_tokens, :])  # [B,32]
+        src = image_tokens.transpose(1, 2).reshape(batch, self.transformer_dim, height, width)
+        upscaled = self.output_upscaling(src)  # [B,32,4h,4w]: the 3x3 convolutions below need it spatially
+        _, up_channels, up_height, up_width = upscaled.shape
+        flat = upscaled.reshape(batch, up_channels, up_height * up_width)
+        hq_mask = self.hq_mask(upscaled, hq_vector, hq_features).reshape(batch, 1, up_height * up_width)
+        if hq_token_only:
+            masks = hq_mask.expand(-1, len(mask_tokens), -1)
+        else:
+            hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in mask_tokens], dim=1)
+            masks = hyper_in @ flat + hq_mask
+        masks = masks.reshape(batch, len(mask_tokens), up_height, up_width)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_tokens[0] : mask_tokens[-1] + 1]
+        return masks, iou_pred
+
+    def hq_mask(self, upscaled: torch.Tensor, hq_vector: torch.Tensor, hq_features: torch.Tensor) -> torch.Tensor:
+        """``hq_vector . (embedding_maskfeature(upscaled) + hq_features)`` [B,4h,4w], with the last
+        3x3 convolution folded into the vector (see the module docstring)."""
+        first, norm, act, last = self.embedding_maskfeature
+        batch, _, height, width = upscaled.shape
+        hidden = act(norm(first(upscaled)))  # [B,64,H,W]
+        channels = hidden.shape[1]
+        # per prompt, the 9 kernel taps of sum_c v[c] * W[c]: [B, 9, 64]
+        folded = (hq_vector @ last.weight.reshape(last.out_channels, channels * 9)).reshape(batch, channels, 9).transpose(1, 2)
+        taps = (folded @ hidden.reshape(batch, channels, height * width)).reshape(batch, 9, height, width)
+        taps = F.pad(taps, (1, 1, 1, 1))
+        out = None
+        for tap in range(9):
+            dy, dx = divmod(tap, 3)
+            shifted = taps[:, tap, dy : dy + height, dx : dx + width]
+            out = shifted if out is None else out + shifted
+        bias = hq_vector @ last.bias  # [B]
+        features = (hq_vector[:, None, :] @ hq_features.reshape(hq_features.shape[0], hq_features.shape[1], height * width))
+        return out + bias[:, None, None] + features.reshape(batch, height, width)
+
+
+class HqDecoder(PromptableDecoder):
+    """Holds ``prompt_encoder`` and ``mask_decoder`` under the official HQ-SAM checkpoint key names."""
+
+    config: HqConfig
+
+    def __init__(self, config: HqConfig = HqConfig()) -> None:
+        super().__init__(config)
+
+    def build_mask_decoder(self, config: HqConfig, transformer: TwoWayTransformer) -> HqMaskDecoder:  # type: ignore[override]
+        return HqMaskDecoder(
+            transformer_dim=config.embed_dim, transformer=transformer, num_multimask_outputs=config.num_multimask_outputs, vit_dim=config.vit_dim,
+        )

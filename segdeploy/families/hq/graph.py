@@ -67,12 +67,13 @@ class HqDecoderGraph(DecoderGraph):
         if self.dtype != torch.float32:
             src, sparse = src.to(self.dtype), sparse.to(self.dtype)
             image_embeddings, interm_embeddings = image_embeddings.to(self.dtype), interm_embeddings.to(self.dtype)
-        hq_features = mask_decoder.hq_features(image_embeddings, interm_embeddings)  # once per image
+        channels_last = self.form.upscale == UpscaleForm.MATMUL
+        hq_features = mask_decoder.hq_features(image_embeddings, interm_embeddings, channels_last)  # once per image
         if image_index is not None:
             hq_features = torch.index_select(hq_features, 0, image_index)
         low_res_masks, iou_predictions = mask_decoder(
             src, pos_tokens, grid, sparse, token_mask, tokens, hq_features, self.hq_token_only,
-            few_token=self.form.attention == AttentionForm.FEWTOKEN, upscale_matmul=self.form.upscale == UpscaleForm.MATMUL,
+            few_token=self.form.attention == AttentionForm.FEWTOKEN, upscale_matmul=channels_last,
         )
         if self.dtype != torch.float32:
             low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()

@@ -62,10 +62,13 @@ class HqMaskDecoder(MaskDecoder):
             nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(), nn.Conv2d(d // 4, d // 8, 3, 1, 1),
         )
 
-    def hq_features(self, image_embeddings: torch.Tensor, interm_embeddings: torch.Tensor) -> torch.Tensor:
-        """Per image: ``embedding_encoder(image_embeddings) + compress_vit_feat(interm)`` [I,32,4h,4w]
-        from [I,256,h,w] and the channels-last early ViT feature [I,h,w,C]."""
-        return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm_embeddings.permute(0, 3, 1, 2))
+    def hq_features(self, image_embeddings: torch.Tensor, interm_embeddings: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """Per image: ``embedding_encoder(image_embeddings) + compress_vit_feat(interm)`` from
+        [I,256,h,w] and the channels-last early ViT feature [I,h,w,C]: [I,32,4h,4w], or
+        [I,4h,4w,32] with ``channels_last`` (every layer as a GEMM, see :func:`conv_transpose_2x2`)."""
+        if not channels_last:
+            return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm_embeddings.permute(0, 3, 1, 2))
+        return _sequential_channels_last(self.embedding_encoder, image_embeddings.permute(0, 2, 3, 1)) + _sequential_channels_last(self.compress_vit_feat, interm_embeddings)
 
     def forward(  # type: ignore[override]
         self,
@@ -83,8 +86,10 @@ class HqMaskDecoder(MaskDecoder):
         """Low-res mask logits [B,M,4h,4w] and IoU predictions [B,M] for SAM's ``mask_tokens``, each
         mask SAM's token plus the HQ token (the HQ token alone with ``hq_token_only``).
 
-        ``hq_features`` [B or 1,32,4h,4w] come from :meth:`hq_features` (gathered per prompt or
-        broadcast). The rest is as :meth:`MaskDecoder.forward`.
+        ``hq_features`` come from :meth:`hq_features` (gathered per prompt or broadcast), channels
+        last with ``upscale_matmul``, which writes every convolution as GEMMs on channels-last
+        rows (what a bf16 graph below opset 22 needs: ONNX Conv and ConvTranspose take bf16 from
+        opset 22). The rest is as :meth:`MaskDecoder.forward`.
         """
         batch = sparse_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight, self.hf_token.weight], dim=0)
@@ -94,39 +99,98 @@ class HqMaskDecoder(MaskDecoder):
 
         height, width = grid
         hq_vector = self.hf_mlp(hs[:, 1 + self.num_mask_tokens, :])  # [B,32]
-        src = image_tokens.transpose(1, 2).reshape(batch, self.transformer_dim, height, width)
-        upscaled = self.output_upscaling(src)  # [B,32,4h,4w]: the 3x3 convolutions below need it spatially
-        _, up_channels, up_height, up_width = upscaled.shape
-        flat = upscaled.reshape(batch, up_channels, up_height * up_width)
-        hq_mask = self.hq_mask(upscaled, hq_vector, hq_features).reshape(batch, 1, up_height * up_width)
-        if hq_token_only:
-            masks = hq_mask.expand(-1, len(mask_tokens), -1)
+        hyper_in = None if hq_token_only else torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in mask_tokens], dim=1)
+        if upscale_matmul:
+            upscaled = _sequential_channels_last(self.output_upscaling, image_tokens.reshape(batch, height, width, -1))  # [B,H,W,32]
+            _, up_height, up_width, up_channels = upscaled.shape
+            hq_mask = self.hq_mask_channels_last(upscaled, hq_vector, hq_features).reshape(batch, 1, up_height * up_width)
+            if hyper_in is not None:  # [B,HW,32] x [B,32,M], then the small M-channel result is transposed
+                sam_masks = (upscaled.reshape(batch, up_height * up_width, up_channels) @ hyper_in.transpose(1, 2)).transpose(1, 2)
         else:
-            hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in mask_tokens], dim=1)
-            masks = hyper_in @ flat + hq_mask
+            src = image_tokens.transpose(1, 2).reshape(batch, self.transformer_dim, height, width)
+            upscaled = self.output_upscaling(src)  # [B,32,4h,4w]: the 3x3 convolutions below need it spatially
+            _, up_channels, up_height, up_width = upscaled.shape
+            hq_mask = self.hq_mask(upscaled, hq_vector, hq_features).reshape(batch, 1, up_height * up_width)
+            if hyper_in is not None:
+                sam_masks = hyper_in @ upscaled.reshape(batch, up_channels, up_height * up_width)
+        masks = hq_mask.expand(-1, len(mask_tokens), -1) if hyper_in is None else sam_masks + hq_mask
         masks = masks.reshape(batch, len(mask_tokens), up_height, up_width)
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, mask_tokens[0] : mask_tokens[-1] + 1]
         return masks, iou_pred
 
     def hq_mask(self, upscaled: torch.Tensor, hq_vector: torch.Tensor, hq_features: torch.Tensor) -> torch.Tensor:
-        """``hq_vector . (embedding_maskfeature(upscaled) + hq_features)`` [B,4h,4w], with the last
-        3x3 convolution folded into the vector (see the module docstring)."""
+        """``hq_vector . (embedding_maskfeature(upscaled) + hq_features)`` [B,4h,4w] from NCHW maps,
+        with the last 3x3 convolution folded into the vector (see the module docstring)."""
         first, norm, act, last = self.embedding_maskfeature
         batch, _, height, width = upscaled.shape
         hidden = act(norm(first(upscaled)))  # [B,64,H,W]
         channels = hidden.shape[1]
-        # per prompt, the 9 kernel taps of sum_c v[c] * W[c]: [B, 9, 64]
-        folded = (hq_vector @ last.weight.reshape(last.out_channels, channels * 9)).reshape(batch, channels, 9).transpose(1, 2)
+        folded = self.folded_taps(hq_vector)  # [B,9,64]
         taps = (folded @ hidden.reshape(batch, channels, height * width)).reshape(batch, 9, height, width)
-        taps = F.pad(taps, (1, 1, 1, 1))
-        out = None
-        for tap in range(9):
-            dy, dx = divmod(tap, 3)
-            shifted = taps[:, tap, dy : dy + height, dx : dx + width]
-            out = shifted if out is None else out + shifted
-        bias = hq_vector @ last.bias  # [B]
-        features = (hq_vector[:, None, :] @ hq_features.reshape(hq_features.shape[0], hq_features.shape[1], height * width))
-        return out + bias[:, None, None] + features.reshape(batch, height, width)
+        features = hq_vector[:, None, :] @ hq_features.reshape(hq_features.shape[0], hq_features.shape[1], height * width)
+        return _sum_shifted(taps, 1) + (hq_vector @ last.bias)[:, None, None] + features.reshape(batch, height, width)
+
+    def hq_mask_channels_last(self, upscaled: torch.Tensor, hq_vector: torch.Tensor, hq_features: torch.Tensor) -> torch.Tensor:
+        """:meth:`hq_mask` on channels-last maps ([B,H,W,32], features [B or 1,H,W,32]), every
+        convolution as GEMMs."""
+        first, norm, act, last = self.embedding_maskfeature
+        batch, height, width, _ = upscaled.shape
+        hidden = act(norm.channels_last(conv3x3_channels_last(upscaled, first)))  # [B,H,W,64]
+        channels = hidden.shape[-1]
+        taps = (hidden.reshape(batch, height * width, channels) @ self.folded_taps(hq_vector).transpose(1, 2)).reshape(batch, height, width, 9)
+        features = hq_features.reshape(hq_features.shape[0], height * width, hq_features.shape[-1]) @ hq_vector[:, :, None]
+        return _sum_shifted(taps, 3) + (hq_vector @ last.bias)[:, None, None] + features.reshape(batch, height, width)
+
+    def folded_taps(self, hq_vector: torch.Tensor) -> torch.Tensor:
+        """Per prompt, the 9 kernel taps of the last convolution summed over its outputs with the
+        prompt's HQ vector as weights: [B,9,64], tap = 3*dy + dx."""
+        last = self.embedding_maskfeature[3]
+        channels = last.in_channels
+        return (hq_vector @ last.weight.reshape(last.out_channels, channels * 9)).reshape(-1, channels, 9).transpose(1, 2)
+
+
+def _sum_shifted(taps: torch.Tensor, axis: int) -> torch.Tensor:
+    """sum over tap = 3*dy + dx of plane ``tap`` (on ``axis``: 1 for [B,9,H,W], 3 for [B,H,W,9])
+    shifted by (dy-1, dx-1), zero outside: a 3x3 convolution's last step."""
+    height, width = (taps.shape[2], taps.shape[3]) if axis == 1 else (taps.shape[1], taps.shape[2])
+    padded = F.pad(taps, (1, 1, 1, 1)) if axis == 1 else F.pad(taps, (0, 0, 1, 1, 1, 1))
+    out = None
+    for tap in range(9):
+        dy, dx = divmod(tap, 3)
+        plane = padded[:, tap, dy : dy + height, dx : dx + width] if axis == 1 else padded[:, dy : dy + height, dx : dx + width, tap]
+        out = plane if out is None else out + plane
+    return out
+
+
+def conv_transpose_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2x2 stride-2 ConvTranspose on channels-last [N,h,w,Cin] as one GEMM to (Cout,2,2) per pixel
+    with the pixel shuffle after it: [N,2h,2w,Cout]."""
+    n, h, w, _ = x.shape
+    out = conv.out_channels
+    y = (x @ conv.weight.reshape(conv.in_channels, out * 4)).reshape(n, h, w, out, 2, 2) + conv.bias[:, None, None]
+    return y.permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, out)
+
+
+def conv3x3_channels_last(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 3x3 padding-1 Conv2d on channels-last [N,H,W,Cin] as one GEMM over the nine shifted copies."""
+    n, height, width, channels = x.shape
+    padded = F.pad(x, (0, 0, 1, 1, 1, 1))
+    columns = torch.cat([padded[:, dy : dy + height, dx : dx + width, :] for dy in range(3) for dx in range(3)], dim=-1)
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(9 * channels, conv.out_channels)
+    return columns @ weight + conv.bias
+
+
+def _sequential_channels_last(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """MaskDecoderHQ's small nn.Sequential stacks (2x2 ConvTranspose, LayerNorm2d, GELU) on
+    channels-last maps."""
+    for layer in layers:
+        if isinstance(layer, nn.ConvTranspose2d):
+            x = conv_transpose_2x2(x, layer)
+        elif isinstance(layer, LayerNorm2d):
+            x = layer.channels_last(x)
+        else:
+            x = layer(x)
+    return x
 
 
 class HqDecoder(PromptableDecoder):

@@ -142,6 +142,11 @@ class Family(ABC):
         (low_res [3,h,w], iou [3]) it is; None: it returns all three."""
         return None
 
+    def official_images(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One prompt's feeds with the per-image inputs as the official export's signature takes them
+        (``feeds`` in this contract's form otherwise)."""
+        return feeds
+
     # --- bench's baseline: the reference implementation's own export ---
     def export_baseline(self, decoder: Any, path: Path) -> Path:
         """Export the reference implementation's own modules with ``decoder``'s weights to ``path``."""

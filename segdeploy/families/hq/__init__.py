@@ -144,6 +144,12 @@ class HqFamily(Family):
 
         return multimask_column(iou)
 
+    def official_images(self, feeds):
+        import numpy as np
+
+        interm = feeds["interm_embeddings"]  # [1,64,64,C] -> the official stack [4,1,64,64,C]; only [0] is read
+        return feeds | {"interm_embeddings": np.ascontiguousarray(np.broadcast_to(interm[None], (hq_contract.OFFICIAL_INTERM_BLOCKS, *interm.shape)))}
+
     def export_baseline(self, decoder, path: Path) -> Path:
         from segdeploy.families.hq.baseline import export_official
 

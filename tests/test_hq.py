@@ -249,3 +249,14 @@ def test_every_variant_has_its_width():
         assert family is get_family("hq").bind({"variant": variant})
         assert family.image_specs()[1].dims == (1, 64, 64, channels)
     assert get_family("hq").image_specs()[1].dims == (1, 64, 64, -1)  # unbound: C varies
+
+
+def test_tensorrt_profiles_fix_c():
+    from segdeploy.tensorrt.profiles import EngineProfile
+
+    family = family_of_variant("hq_vit_l")
+    single = EngineProfile().shapes(family.layout())
+    assert single["interm_embeddings"] == ((1, 64, 64, 1024),) * 3
+    multi = EngineProfile().shapes(family.layout(MaskOutput.ALL, postprocess=False, multi_image=True))
+    assert [shape[0] for shape in multi["interm_embeddings"]] == [shape[0] for shape in multi["image_embeddings"]]
+    assert all(shape[1:] == (64, 64, 1024) for shape in multi["interm_embeddings"])

@@ -83,7 +83,10 @@ class HqFamily(Family):
         if input_dtypes.get(ORIG_IM_SIZE.name) == "float32":  # the official export's float sizes
             if list(input_names) != [s.name for s in hq_contract.official_input_specs(self.channels)]:
                 raise BadInputError(f"inputs {input_names} are neither segdeploy's contract nor the official HQ-SAM export's")
-            return self.layout(MaskOutput.BEST, postprocess=True, signature=Signature.OFFICIAL)
+            # a foreign graph names no variant: read as the default one's (verify rebuilds that variant;
+            # another width is then named by the contract check)
+            family = self if self.variant else self.bind({"variant": self.default_variant})
+            return family.layout(MaskOutput.BEST, postprocess=True, signature=Signature.OFFICIAL)
         return super().layout_from_io(input_names, outputs, input_dtypes)
 
     def load_decoder(self, variant, checkpoint, seed):

@@ -194,7 +194,11 @@ def conv_transpose_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tenso
 
 
 def conv3x3_channels_last(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 3x3 padding-1 Conv2d on channels-last [N,H,W,Cin] as one GEMM over the nine shifted copies."""
+    """A 3x3 padding-1 Conv2d on channels-last [N,H,W,Cin]: ONNX's Conv between two transposes, or,
+    in bf16 (which ONNX Conv takes only from opset 22), one GEMM over the nine shifted copies (an
+    im2col that costs ~5x the transposes on onnxruntime's CPU provider)."""
+    if x.dtype != torch.bfloat16:
+        return F.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, padding=1).permute(0, 2, 3, 1)
     n, height, width, channels = x.shape
     padded = F.pad(x, (0, 0, 1, 1, 1, 1))
     columns = torch.cat([padded[:, dy : dy + height, dx : dx + width, :] for dy in range(3) for dx in range(3)], dim=-1)

@@ -69,12 +69,12 @@ class HqMaskDecoder(MaskDecoder):
         """Per image, the HQ features ``embedding_encoder(image_embeddings) + compress_vit_feat(interm)``
         but for the two last (linear) 2x2 ConvTransposes, whose product with the HQ vector is folded
         per prompt (:meth:`features_term`): their inputs stacked, [I,64+256,2h,2w] from
-        [I,256,h,w] and the channels-last early ViT feature [I,h,w,C]; [I,2h,2w,320] with
-        ``channels_last`` (every layer a GEMM, see :func:`conv_transpose_2x2`)."""
+        [I,256,h,w] and the channels-last early ViT feature [I,h,w,C]; with ``channels_last``
+        every layer a GEMM and the result in block order [I,h,w,(di,dj),320] (no pixel shuffle)."""
         if not channels_last:
             return torch.cat([self.embedding_encoder[:3](image_embeddings), self.compress_vit_feat[:3](interm_embeddings.permute(0, 3, 1, 2))], dim=1)
-        encoded = _sequential_channels_last(self.embedding_encoder[:3], image_embeddings.permute(0, 2, 3, 1))
-        return torch.cat([encoded, _sequential_channels_last(self.compress_vit_feat[:3], interm_embeddings)], dim=-1)
+        encoded = _upsample_block_order(self.embedding_encoder[:3], image_embeddings.permute(0, 2, 3, 1))
+        return torch.cat([encoded, _upsample_block_order(self.compress_vit_feat[:3], interm_embeddings)], dim=-1)
 
     def features_term(self, hq_vector: torch.Tensor, hq_inputs: torch.Tensor, channels_last: bool) -> torch.Tensor:
         """``hq_vector . hq_features`` [B,4h,4w]: the two last ConvTransposes' weights summed over
@@ -86,9 +86,10 @@ class HqMaskDecoder(MaskDecoder):
         folded = (hq_vector @ weight.transpose(0, 1).reshape(out, stacked * 4)).reshape(-1, stacked, 4)  # [B,320,(di,dj)]
         bias = hq_vector @ (encoder_last.bias + compress_last.bias)  # [B]
         batch = hq_vector.shape[0]
-        if channels_last:
-            images, height, width, _ = hq_inputs.shape
-            term = (hq_inputs.reshape(images, height * width, stacked) @ folded).reshape(batch, height, width, 2, 2).permute(0, 1, 3, 2, 4)
+        if channels_last:  # block order [I,h,w,(di,dj),320]: pixel (4i+2di+di2, 4j+2dj+dj2); one 1-channel shuffle
+            images, height, width = hq_inputs.shape[:3]
+            term = (hq_inputs.reshape(images, height * width * 4, stacked) @ folded).reshape(batch, height, width, 2, 2, 2, 2)
+            return term.permute(0, 1, 3, 5, 2, 4, 6).reshape(batch, 4 * height, 4 * width) + bias[:, None, None]
         else:
             images, _, height, width = hq_inputs.shape
             term = (folded.transpose(1, 2) @ hq_inputs.reshape(images, stacked, height * width)).reshape(batch, 2, 2, height, width).permute(0, 3, 1, 4, 2)
@@ -182,6 +183,17 @@ def _sum_shifted(taps: torch.Tensor, axis: int) -> torch.Tensor:
         plane = padded[:, tap, dy : dy + height, dx : dx + width] if axis == 1 else padded[:, dy : dy + height, dx : dx + width, tap]
         out = plane if out is None else out + plane
     return out
+
+
+def _upsample_block_order(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A 2x2 stride-2 ConvTranspose, LayerNorm2d and GELU on channels-last [N,h,w,Cin], left in
+    block order [N,h,w,(di,dj),Cout] (both act per output pixel, so no pixel shuffle is needed:
+    :meth:`HqMaskDecoder.features_term` shuffles its one-channel result instead)."""
+    conv, norm, act = layers
+    n, h, w, _ = x.shape
+    out = conv.out_channels
+    y = (x @ conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * out)).reshape(n, h, w, 4, out) + conv.bias
+    return act(norm.channels_last(y))
 
 
 def conv_transpose_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:

@@ -5,15 +5,17 @@ SEGDEPLOY := $(VENV)/bin/segdeploy
 # The CPU build of torch; an unpinned torch pulls a multi-GB CUDA build. Override on GPU machines.
 TORCH_SPEC ?= torch==2.13.0
 SAM2_SPEC ?= sam2==1.1.0
+HQ_SPEC ?= segment-anything-hq==0.3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-gpu bench clean sam2-oracle check-tools
+.PHONY: setup demo test test-gpu bench clean sam2-oracle hq-oracle check-tools
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[test]'
 	$(MAKE) sam2-oracle
+	$(MAKE) hq-oracle
 	touch $(STAMP)
 
 # The SAM 2 tests' oracle: the sam2 sdist declares torchvision and hydra (which the decoder modules
@@ -22,6 +24,11 @@ $(STAMP): pyproject.toml
 sam2-oracle:
 	$(PY) -m pip install -q "setuptools>=70.1" wheel
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation "$(SAM2_SPEC)"
+
+# The HQ-SAM tests' oracle: segment-anything-hq declares torchvision (its predictor's image
+# resizing, which the tests never run, and which would replace the CPU torch); install it alone.
+hq-oracle:
+	$(PY) -m pip install -q --no-deps "$(HQ_SPEC)"
 
 setup: $(STAMP)
 

@@ -60,6 +60,48 @@ MULTI_IMAGE_MATRIX: tuple[CaseSpec, ...] = (
 )
 
 
+# The rows for SamPredictor's conventions: the shared ones plus a lone click without SAM's padding
+# point (N=1), which segment-anything's official export takes.
+LONGEST_SIDE_MATRIX: tuple[CaseSpec, ...] = (
+    MATRIX[0], CaseSpec("lone point, no padding (N=1)", 1, ("unpadded",), (768, 1024)), *MATRIX[1:],
+)
+
+
+def prepadded(orig_size: tuple[int, int]) -> tuple[int, int]:
+    """SAM's longest-side resize of (H, W) into the model-input frame."""
+    height, width = orig_size
+    longest = max(height, width)
+    side = contract.MODEL_INPUT_SIZE
+    return (height * side + longest // 2) // longest, (width * side + longest // 2) // longest
+
+
+def longest_side_prompt(rng: np.random.Generator, kind: str, frame: tuple[int, int], max_clicks: int) -> list[tuple[float, float, int]]:
+    """One prompt as SamPredictor writes it in the longest-side frame ``frame`` (H, W): clicks, then
+    box corners; the padding point (0,0) labelled -1 only without a box; "unpadded" is one bare click."""
+    height, width = frame
+
+    def point() -> tuple[float, float]:
+        return float(rng.uniform(0, width)), float(rng.uniform(0, height))
+
+    points: list[tuple[float, float, int]] = []
+    if kind == "unpadded":
+        x, y = point()
+        return [(x, y, Label.FOREGROUND)]
+    if kind in ("click", "clicks", "max-clicks", "box+clicks"):
+        count = {"click": 1, "max-clicks": max_clicks}.get(kind) or int(rng.integers(1, max_clicks + 1))
+        for i in range(count):
+            x, y = point()
+            label = Label.FOREGROUND if i == 0 or rng.random() < 0.5 else Label.BACKGROUND
+            points.append((x, y, label))
+    if kind in ("box", "box+clicks"):
+        (x0, y0), (x1, y1) = point(), point()
+        points.append((min(x0, x1), min(y0, y1), Label.BOX_TOP_LEFT))
+        points.append((max(x0, x1), max(y0, y1), Label.BOX_BOTTOM_RIGHT))
+    else:
+        points.append((0.0, 0.0, Label.PADDING))
+    return points
+
+
 @dataclass
 class Case:
     """A drawn case: contract feeds plus each prompt's real length (for the ragged check)."""

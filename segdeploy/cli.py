@@ -144,11 +144,16 @@ def export(
     multi_image: Annotated[bool, typer.Option("--multi-image", help="The multi-image flavor: image_embeddings [I,256,64,64] plus a per-prompt image_index; masks are resized on the host.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output file (default: export/<variant>_<mask-output>[_multiimage][_<precision>]_<target>_opset<N>.onnx).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the export report as JSON.")] = None,
+    family_option: Annotated[Optional[list[str]], typer.Option("--family-option", help="NAME=VALUE: an export-time choice of the variant's family, recorded in metadata (see README).")] = None,
 ) -> None:
     """Export the decoder to an ONNX graph with dynamic prompt and point counts."""
     from segdeploy.export import ExportOptions, export_onnx
 
+    pairs = [item.partition("=") for item in family_option or []]
+    if any(not sep or not name for name, sep, _ in pairs):
+        raise BadInputError(f"--family-option takes NAME=VALUE, got {family_option}")
     options = ExportOptions(
+        family_options=tuple((name, value) for name, _, value in pairs),
         variant=variant.value, checkpoint=checkpoint, seed=seed, opset=opset,
         mask_output=mask_output, postprocess=postprocess, out=out,
         target=target, attention=attention, upscale=upscale, precision=precision, multi_image=multi_image,

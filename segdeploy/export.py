@@ -58,11 +58,18 @@ class ExportOptions:
     precision: Precision = Precision.FP32
     multi_image: bool = False
     signature: contract.Signature = contract.Signature.SEGDEPLOY
+    family_options: tuple[tuple[str, str], ...] = ()  # (name, value): the family's export-time choices
 
     @property
     def family(self) -> Family:
-        """The decoder family of ``variant`` (BadInputError for an unknown variant)."""
-        return family_of_variant(self.variant)
+        """The decoder family of ``variant``, bound to it and the family options (BadInputError for
+        an unknown variant or option)."""
+        family = family_of_variant(self.variant)
+        unknown = sorted({name for name, _ in self.family_options} - set(family.export_options))
+        if unknown:
+            known = ", ".join(family.export_options) or "none"
+            raise BadInputError(f"--family-option {unknown[0]} is not an option of the {family.title} family (its options: {known})")
+        return family_of_variant(self.variant, dict(self.family_options))
 
     @property
     def layout(self) -> contract.GraphLayout:

@@ -204,3 +204,43 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
     first = source.astype(np.int64)
     second = np.minimum(first + 1, size_in - 1)
     return first, second, (source - first).astype(np.float32)
+
+
+# --- SAM's longest-side frame (segment-anything's ResizeLongestSide and Sam.postprocess_masks), shared by
+# every family whose predictor is SamPredictor's ---
+
+
+def preprocess_shape(orig_size: tuple[int, int], side: int = contract.MODEL_INPUT_SIZE) -> tuple[int, int]:
+    """(H, W) after the longest-side resize, with SAM's own float arithmetic."""
+    height, width = orig_size
+    scale = side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def to_longest_side_frame(coords: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
+    """x,y pixels of the original image -> the model-input frame (``ResizeLongestSide.apply_coords``)."""
+    new_height, new_width = preprocess_shape(orig_size)
+    out = np.array(coords, dtype=np.float64)
+    out[..., 0] *= new_width / orig_size[1]
+    out[..., 1] *= new_height / orig_size[0]
+    return out
+
+
+# SamPredictor's rules: ResizeLongestSide coordinates, clicks then box corners, padding only without a box.
+LONGEST_SIDE_RULES = PromptRules(to_model_frame=to_longest_side_frame, resized_size=preprocess_shape)
+
+
+def upscale_longest_side(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndarray:
+    """Logits [B,M,256,256] -> [B,M,H,W]: bilinear to the 1024 frame, crop the padding, bilinear
+    to the original size, as SAM does. Only the low-res rows and columns that reach the kept part
+    are upsampled: with the scale exactly 4, the kept pixels are the same (tested against SAM). numpy
+    (``resize_bilinear``, torch's bilinear): serving needs no PyTorch."""
+    side = contract.MODEL_INPUT_SIZE
+    factor = side // low_res.shape[-1]
+    new_height, new_width = preprocess_shape(orig_size)
+    rows = min(new_height // factor + 2, low_res.shape[-2])
+    cols = min(new_width // factor + 2, low_res.shape[-1])
+    masks = resize_bilinear(low_res[..., :rows, :cols], (rows * factor, cols * factor))[..., :new_height, :new_width]
+    if (new_height, new_width) != tuple(orig_size):  # a resize to the same size is the identity: skipped
+        masks = resize_bilinear(masks, tuple(orig_size))
+    return np.ascontiguousarray(masks)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from segdeploy.weights import WeightsInfo
 
 # Adding a family: its folder under segdeploy/families/ and its name here.
-FAMILY_NAMES = ("sam1", "sam2")
+FAMILY_NAMES = ("sam1", "sam2", "hq")
 # Graphs, sidecars and packages written before families existed carry no family key: this one's.
 DEFAULT_FAMILY = "sam1"
 META_KEY = "family"
@@ -57,11 +57,12 @@ def all_variants() -> tuple[str, ...]:
     return tuple(v for family in families() for v in family.variant_names)
 
 
-def family_of_variant(variant: str) -> Family:
-    """The family a variant belongs to; BadInputError naming every variant for an unknown one."""
+def family_of_variant(variant: str, options: Mapping[str, str] | None = None) -> Family:
+    """The family a variant belongs to, bound to it and to export ``options``; BadInputError naming
+    every variant for an unknown one."""
     for family in families():
         if variant in family.variant_names:
-            return family
+            return family.bind({**(options or {}), "variant": variant})
     raise BadInputError(f"unknown variant {variant!r}; choose one of {', '.join(all_variants())}")
 
 
@@ -70,13 +71,13 @@ def family_from_metadata(metadata: Mapping[str, str], source: str = "the graph")
     name = metadata.get(META_KEY) or DEFAULT_FAMILY
     if name not in FAMILY_NAMES:
         raise BadInputError(f"{source} is a {name!r} decoder, which this segdeploy does not know ({', '.join(FAMILY_NAMES)})")
-    return get_family(name)
+    return get_family(name).bind(metadata)
 
 
 def family_metadata(family: Family) -> dict[str, str]:
     """The metadata that names ``family``: nothing for the default family, so its graphs stay as
     they were before families existed."""
-    return {} if family.name == DEFAULT_FAMILY else {META_KEY: family.name}
+    return ({} if family.name == DEFAULT_FAMILY else {META_KEY: family.name}) | family.bound_metadata()
 
 
 def family_of_checkpoint(keys: Iterable[str]) -> Family | None:

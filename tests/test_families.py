@@ -18,7 +18,7 @@ SAM1, SAM2 = get_family("sam1"), get_family("sam2")
 def test_every_variant_has_one_family():
     assert family_of_variant("mobile_sam").name == "sam1"
     assert family_of_variant("sam2_hiera_base_plus").name == family_of_variant("sam2.1_hiera_large").name == "sam2"
-    assert len(all_variants()) == len(set(all_variants())) == 12
+    assert len(all_variants()) == len(set(all_variants())) == 16
     for name in FAMILY_NAMES:
         family = get_family(name)
         assert family.name == name and family.default_variant in family.variant_names

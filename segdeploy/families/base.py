@@ -73,6 +73,20 @@ class Family(ABC):
 
     unknown_inputs_text = "not a graph of this family's"  # how layout_from_io names inputs it does not know
 
+    # Export-time choices of the family's graphs (`segdeploy export --family-option NAME=VALUE`),
+    # recorded in graph metadata under their names.
+    export_options: tuple[str, ...] = ()
+
+    def bind(self, metadata: Mapping[str, str]) -> Family:
+        """This family for one variant and its export-time choices (``metadata``: a graph's, or
+        ``variant`` and the export options): a family whose inputs or graphs depend on them returns
+        an object that holds them; the others, itself."""
+        return self
+
+    def bound_metadata(self) -> dict[str, str]:
+        """The graph metadata of the export-time choices this object holds."""
+        return {}
+
     def owns_checkpoint(self, keys: list[str]) -> bool:
         """Whether a checkpoint with these keys is in this family's official layout."""
         return any(key.startswith(self.checkpoint_prefixes) for key in keys)
@@ -124,6 +138,16 @@ class Family(ABC):
     @abstractmethod
     def single_column(self, low_res: np.ndarray, iou: np.ndarray) -> int:
         """The predictor's single mask (multimask_output=False) among tokens 0..3 of one prompt."""
+
+    def multimask_column(self, low_res: np.ndarray, iou: np.ndarray) -> int | None:
+        """For a predictor that returns one mask with multimask_output=True: which of tokens 1..3
+        (low_res [3,h,w], iou [3]) it is; None: it returns all three."""
+        return None
+
+    def official_images(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One prompt's feeds with the per-image inputs as the official export's signature takes them
+        (``feeds`` in this contract's form otherwise)."""
+        return feeds
 
     # --- bench's baseline: the reference implementation's own export ---
     def export_baseline(self, decoder: Any, path: Path) -> Path:

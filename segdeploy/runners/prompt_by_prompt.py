@@ -33,6 +33,7 @@ class PromptByPromptRunner(Runner):
         outer = layout.family.layout(layout.mask_output, postprocess=True, signature=Signature.OFFICIAL)
         super().__init__(layout.family.layout(MaskOutput.ALL, postprocess=True).inputs(), outer.output_names())
         self.image_inputs = layout.family.image_inputs
+        self.family = layout.family
         self.inner = inner
         self.name = f"{inner.name} (one prompt per call)"
         self.thread_safe = inner.thread_safe
@@ -46,7 +47,7 @@ class PromptByPromptRunner(Runner):
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for index in range(feeds[contract.POINT_COORDS.name].shape[0]):
-            outputs = self.inner.infer(official_feeds(feeds, index, self.image_inputs))
+            outputs = self.inner.infer(self.family.official_images(official_feeds(feeds, index, self.image_inputs)))
             for name in self.output_names:
                 results[name].append(outputs[name])
         return {name: np.concatenate(values) for name, values in results.items()}

@@ -255,7 +255,9 @@ class Decoder:
             return slice(column, column + 1)  # SAM 1: token 0; SAM 2: its stability-based choice
         want = MULTIMASK_TOKENS if prompt.multimask_output else SINGLE_TOKENS
         columns = [tokens.index(t) for t in want]
-        return slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+        span = slice(columns[0], columns[-1] + 1)  # the wanted tokens are a contiguous run
+        pick = self.family.multimask_column(outputs["low_res_masks"][row, span], outputs["iou_predictions"][row, span]) if prompt.multimask_output else None
+        return span if pick is None else slice(span.start + pick, span.start + pick + 1)
 
     @staticmethod
     def _best(outputs: dict[str, np.ndarray], row: int, span: slice) -> slice:

@@ -7,48 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from segdeploy import contract
-from segdeploy.cases import MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, case_from_prompts, draw_from_matrix, embedding_feeds
-from segdeploy.contract import Label
+from segdeploy.cases import LONGEST_SIDE_MATRIX, MULTI_IMAGE_MATRIX, Case, CaseSpec, case_from_prompts, draw_from_matrix, embedding_feeds
+from segdeploy.cases import longest_side_prompt as _prompt
+from segdeploy.cases import prepadded  # noqa: F401 - SamPredictor's frame, shared
 from segdeploy.families.sam1.contract import IMAGE_INPUTS
 
-# SAM 1's own row: a lone click without SAM's padding point (N=1), which its official export takes.
-SAM1_MATRIX: tuple[CaseSpec, ...] = (
-    MATRIX[0], CaseSpec("lone point, no padding (N=1)", 1, ("unpadded",), (768, 1024)), *MATRIX[1:],
-)
+# SAM 1's matrix: the shared rows plus a lone click without SAM's padding point (N=1), which its
+# official export takes.
+SAM1_MATRIX: tuple[CaseSpec, ...] = LONGEST_SIDE_MATRIX
 SAM1_MULTI_IMAGE_MATRIX = MULTI_IMAGE_MATRIX
-
-
-def prepadded(orig_size: tuple[int, int]) -> tuple[int, int]:
-    """SAM's longest-side resize of (H, W) into the model-input frame."""
-    height, width = orig_size
-    longest = max(height, width)
-    side = contract.MODEL_INPUT_SIZE
-    return (height * side + longest // 2) // longest, (width * side + longest // 2) // longest
-
-
-def _prompt(rng: np.random.Generator, kind: str, frame: tuple[int, int], max_clicks: int) -> list[tuple[float, float, int]]:
-    height, width = frame
-
-    def point() -> tuple[float, float]:
-        return float(rng.uniform(0, width)), float(rng.uniform(0, height))
-
-    points: list[tuple[float, float, int]] = []
-    if kind == "unpadded":
-        x, y = point()
-        return [(x, y, Label.FOREGROUND)]
-    if kind in ("click", "clicks", "max-clicks", "box+clicks"):
-        count = {"click": 1, "max-clicks": max_clicks}.get(kind) or int(rng.integers(1, max_clicks + 1))
-        for i in range(count):
-            x, y = point()
-            label = Label.FOREGROUND if i == 0 or rng.random() < 0.5 else Label.BACKGROUND
-            points.append((x, y, label))
-    if kind in ("box", "box+clicks"):
-        (x0, y0), (x1, y1) = point(), point()
-        points.append((min(x0, x1), min(y0, y1), Label.BOX_TOP_LEFT))
-        points.append((max(x0, x1), max(y0, y1), Label.BOX_BOTTOM_RIGHT))
-    else:
-        points.append((0.0, 0.0, Label.PADDING))
-    return points
 
 
 def draw_case(spec: CaseSpec, rng: np.random.Generator, postprocess: bool = True, multi_image: bool = False) -> Case:

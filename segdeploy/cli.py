@@ -410,6 +410,7 @@ def serve(
     image_store: Annotated[str, typer.Option(help="Where registered images live: shared (this server's instances; default), shared:PATH (every server opening PATH on this machine), memory (one instance) or redis://HOST:PORT/DB (several servers).")] = "shared",
     image_store_bytes: Annotated[str, typer.Option(help="The image store's budget (LRU beyond it), e.g. 2GiB or 512MB.")] = "2GiB",
     encoder: Annotated[Optional[Path], typer.Option(help="A SAM image-encoder .onnx ([1,3,1024,1024] float32 in): clients may register images (PNG/JPEG or raw RGB) instead of embeddings.")] = None,
+    max_call_bytes: Annotated[Optional[str], typer.Option(help="Memory budget of one decoder call, e.g. 2GiB (default: Decoder's, 2 GiB): each instance splits a dynamic batch into calls whose estimated peak stays under it.")] = None,
 ) -> None:
     """Serve the decoder as `sam_decoder` on Triton Inference Server (KServe v2 HTTP and gRPC), with
     dynamic batching across images and an image store (register an image once, then click by its id);
@@ -424,6 +425,7 @@ def serve(
         grpc_port=grpc_port, metrics_port=metrics_port, max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us if dynamic_batching else None, instances=instances,
         image_store=image_store, image_store_bytes=call(parse_size, image_store_bytes), encoder=encoder,
+        max_call_bytes=None if max_call_bytes is None else call(parse_size, max_call_bytes),
     )
     with spinner_progress("serve") as (step, _):
         server = start_server(options, step)

@@ -60,10 +60,10 @@ def test_serve_with_no_model_serves_random_weights(started, tmp_path):
 
 def test_serve_options_reach_the_repository(started, exported, tmp_path):
     options = started(str(exported.path), "--no-dynamic-batching", "--instances", "3", "--backend", "torch",
-                      "--checkpoint", "w.pth", "--threads", "2", "--address", "0.0.0.0", "--max-batch-size", "8")
+                      "--checkpoint", "w.pth", "--threads", "2", "--address", "0.0.0.0", "--max-batch-size", "8", "--max-call-bytes", "1GiB")
     assert options.address == "0.0.0.0" and options.max_queue_delay_us is None
     config, parameters = _config(options, tmp_path)
     assert not config.HasField("dynamic_batching") and config.instance_group[0].count == 3 and config.max_batch_size == 8
     assert parameters["segdeploy_source"] == str(exported.path)
-    assert json.loads(parameters["segdeploy_options"]) == {"backend": "torch", "threads": 2, "checkpoint": "w.pth"}
+    assert json.loads(parameters["segdeploy_options"]) == {"backend": "torch", "threads": 2, "checkpoint": "w.pth", "max_call_bytes": 1 << 30}
 

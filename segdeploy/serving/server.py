@@ -49,6 +49,7 @@ class ServeOptions:
     image_store: str = "shared"  # memory, shared (this server's instances), shared:PATH or redis://HOST:PORT/DB
     image_store_bytes: int = DEFAULT_STORE_BYTES
     encoder: Path | None = None  # an image-encoder .onnx: registration by image
+    max_call_bytes: int | None = None  # each instance's Decoder splits a dynamic batch into calls under this (None: its default)
 
 
 @dataclass
@@ -102,7 +103,8 @@ def write_repository(folder: Path, options: ServeOptions, *, python_paths: list[
     the server's own environment to provide segdeploy (a repository for another server)."""
     model = folder / MODEL_NAME
     (model / "1").mkdir(parents=True, exist_ok=True)
-    loader = {"backend": options.backend, "threads": options.threads, "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
+    loader = {"backend": options.backend, "threads": options.threads, "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
+              "max_call_bytes": options.max_call_bytes}
     parameters = {
         "segdeploy_source": "" if options.source is None else str(options.source),
         "segdeploy_options": json.dumps({k: v for k, v in loader.items() if v is not None}),

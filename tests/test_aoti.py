@@ -43,7 +43,7 @@ def test_sidecar_records_what_the_package_is(package, exported):
     import torch
 
     assert info["torch_version"] == torch.__version__ and info["device"] == "cpu" and info["precision"] == "fp32"
-    assert info["ranges"] == {"prompts": {"min": 1, "opt": 2, "max": 8}, "points": {"min": 1, "opt": 3, "max": 16}}
+    assert info["ranges"] == {"prompts": {"min": 1, "opt": 4, "max": 16}, "points": {"min": 1, "opt": 4, "max": 16}}  # conftest.AOTI_RANGES
     assert (info["attention"], info["upscale"], info["mask_output"], info["postprocess"], info["multi_image"]) == ("fewtoken", "matmul", "multi", True, False)
     assert info["onnx_sha256"] == file_sha256(exported.path) and info["package_sha256"] == file_sha256(package)
     assert info["weights"] == "random" and info["random_seed"] == "0"

@@ -392,7 +392,7 @@ class ReadmeChecker:
 
 def printed_comments(code: str) -> list[str]:
     """What a Python block's ``print(...)  # shown`` lines say they print, in order."""
-    return [m.group(1).strip() for m in re.finditer(r"^\s*print\(.*\)\s*#\s*(.+)$", code, re.M)]
+    return [m.group(1).strip() for m in re.finditer(r"^[ \t]*print\(.*\)[ \t]*#[ \t]*(.+)$", code, re.M)]
 
 
 def unprinted(code: str, stdout: str) -> str | None:
@@ -458,7 +458,7 @@ BROKEN_README = """\
 ```
 segdeploy --version          # fine
 segdeploy info --no-such-option x.onnx
-segdeploy inspect
+segdeploy build-engine --help
 pip install 'segdeploy[nonexistent]'
 ```
 
@@ -491,7 +491,7 @@ def test_checker_reports_broken_commands(tmp_path):
     assert sorted(outcomes) == [4, 5, 6, 7, 15, 20, 24]  # the text block is not run
     assert outcomes[4].problem is None and outcomes[4].exit_code == 0
     assert outcomes[5].problem.startswith("exit 2")
-    assert outcomes[6].problem.startswith("needs TensorRT: expected exit 2 and one 'error:' line")  # usage text, not one line
+    assert outcomes[6].problem.startswith("needs TensorRT: expected exit 2 and one 'error:' line")  # help text, exit 0
     assert outcomes[7].problem == "unknown extras ['nonexistent']"
     assert outcomes[15].problem.startswith("does not print what the README shows: 'segdeploy 0.0.0-not-this'")
     assert outcomes[20].problem.startswith("printed a traceback") and "segdeploy_has_no_such_module" in outcomes[20].problem
@@ -499,7 +499,7 @@ def test_checker_reports_broken_commands(tmp_path):
 
 
 def test_printed_comments_are_matched_in_order():
-    code = "x = 1\nprint(x)  # 1\nfor i in range(2):\n    print(i, 'b')  # b\nprint('end')\n"
+    code = "x = 1\nprint(x)  # 1\nfor i in range(2):\n    print(i, 'b')  # b\nprint('end')\n\n# a comment line, not what a print shows\n"
     assert printed_comments(code) == ["1", "b"]
     assert unprinted(code, "1\n0 b\n1 b\nend\n") is None
     assert unprinted(code, "0 b\n1\n") is not None  # 'b' must come after '1'

@@ -238,8 +238,11 @@ def test_triton_repo_configs_parse_strictly_and_match_the_graph(backend, exporte
             from segdeploy.serving.model_config import SERVE_INPUTS, SERVE_OUTPUTS
 
             old_schema = ["image_embeddings", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "box", "mask_input", "orig_size", "multimask_output"]
+            from segdeploy.serving.model_config import image_tensors
+
             names = [i.name for i in config.input]
-            assert names[: len(old_schema)] == old_schema and names[len(old_schema) :] == [t.name for t in SERVE_INPUTS[6:]]
+            assert [name for name in names if name in old_schema] == old_schema, "the old request schema is a subset of the new one"
+            assert names == [t.name for t in (*image_tensors(), *SERVE_INPUTS)]
             assert all(i.optional for i in config.input), "a click by image_id carries no embedding, a registration no prompt"
             assert [o.name for o in config.output] == [t.name for t in SERVE_OUTPUTS]
             assert parameters_of(config)["segdeploy_image_store"] == "shared" and int(parameters_of(config)["segdeploy_image_store_bytes"]) == 2 << 30

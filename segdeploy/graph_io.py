@@ -54,6 +54,27 @@ def write_atomically(path: Path, data: bytes | None = None, *, copy_from: Path |
         raise
 
 
+def export_as_official_script(model, dummy: dict, path: Path, opset: int) -> Path:
+    """Export a reference implementation's ``SamOnnxModel`` (``model``, traced on ``dummy``: inputs by
+    name, in order) to ``path`` with its export script's settings: only ``num_points`` dynamic,
+    constant folding, outputs masks, iou_predictions, low_res_masks."""
+    import io
+    import warnings
+
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, tuple(dummy.values()), buffer, dynamo=False, export_params=True, opset_version=opset,
+            do_constant_folding=True, input_names=list(dummy), output_names=["masks", "iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+        )
+    write_atomically(Path(path), buffer.getvalue())
+    return Path(path)
+
+
 def load_graph(path: Path) -> onnx.ModelProto:
     """Load an ONNX file, or raise a one-line BadInputError."""
     import onnx

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 
 from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, TensorSpec
 
@@ -29,6 +30,7 @@ class ServedTensor:
     shape_tensor: bool = False  # TensorRT shape-tensor input (orig_im_size): is_shape_tensor
 
 
+@cache  # the families' per-image inputs do not change; requests ask for them on every click
 def image_tensors() -> tuple[ServedTensor, ...]:
     """Every family's per-image inputs: the embedding, which all have, then the others. All optional:
     a click by image_id carries none; an inline click or a registration carries its family's."""

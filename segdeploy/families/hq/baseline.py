@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
 import sys
 import types
-import warnings
 from pathlib import Path
 
 from segdeploy.errors import MissingDependencyError
-from segdeploy.graph_io import write_atomically
+from segdeploy.graph_io import export_as_official_script
 
 PACKAGE = "segment_anything_hq"
 INSTALL_HINT = "pip install --no-deps segment-anything-hq==0.3"
@@ -94,13 +92,4 @@ def export_official(decoder, path: Path, hq_token_only: bool = False, multimask_
         "has_mask_input": torch.tensor([1], dtype=torch.float),
         "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
     }
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, tuple(dummy.values()), buffer, dynamo=False, export_params=True, opset_version=opset,
-            do_constant_folding=True, input_names=list(dummy), output_names=["masks", "iou_predictions", "low_res_masks"],
-            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-        )
-    write_atomically(Path(path), buffer.getvalue())
-    return Path(path)
+    return export_as_official_script(model, dummy, path, opset)

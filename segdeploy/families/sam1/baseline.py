@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
 import sys
 import types
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 from segdeploy.errors import MissingDependencyError
-from segdeploy.graph_io import write_atomically
+from segdeploy.graph_io import export_as_official_script
 
 INSTALL_HINT = "pip install 'segdeploy[official]' (or pip install segment-anything==1.0)"
 
@@ -83,14 +81,5 @@ def export_official(state_dict: Mapping, path: Path, opset: int = 17) -> Path:
         "has_mask_input": torch.tensor([1], dtype=torch.float),
         "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
     }
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, tuple(dummy.values()), buffer, dynamo=False, export_params=True, opset_version=opset,
-            do_constant_folding=True, input_names=list(dummy), output_names=["masks", "iou_predictions", "low_res_masks"],
-            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-        )
-    write_atomically(Path(path), buffer.getvalue())
-    return Path(path)
+    return export_as_official_script(model, dummy, path, opset)
 

@@ -185,8 +185,12 @@ def check_case(reference: Runner, candidate: Runner, case: Case, tolerance: cont
     return result
 
 
-def verify_graph(options: VerifyOptions, progress: Progress | None = None, candidate: Runner | None = None) -> VerifyReport:
-    """Verify an exported graph (or ``candidate``, a runner of it on another backend) against eager."""
+def verify_graph(
+    options: VerifyOptions, progress: Progress | None = None, candidate: Runner | None = None, reference: Runner | None = None,
+) -> VerifyReport:
+    """Verify an exported graph (or ``candidate``, a runner of it on another backend) against eager:
+    the decoder rebuilt from the graph's weights, or ``reference``, a runner of it the caller already
+    has (graphs of one export's weights and layout in other forms can share one, and its outputs)."""
     from segdeploy.runners.factory import make_runner
     from segdeploy.runners.torch_runner import TorchRunner
 
@@ -211,11 +215,12 @@ def verify_graph(options: VerifyOptions, progress: Progress | None = None, candi
     tolerance = contract.TOLERANCES[precision]
     seed = check_seed(options.seed, "--seed") if options.seed is not None else secrets.randbits(31)
 
-    reference: Runner = TorchRunner(decoder, layout)
-    if layout.official:
-        from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
+    if reference is None:
+        reference = TorchRunner(decoder, layout)
+        if layout.official:
+            from segdeploy.runners.prompt_by_prompt import PromptByPromptRunner
 
-        reference = PromptByPromptRunner(reference, layout)
+            reference = PromptByPromptRunner(reference, layout)
     if candidate is None and options.engine is not None:
         check_engine_source(options.engine, options.onnx)
         candidate = make_runner(engine_backend(options.engine), options.onnx, metadata, layout, engine=options.engine)

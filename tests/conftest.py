@@ -58,12 +58,35 @@ def rng(fresh_seed) -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """The default export (random weights, seed 0, opset 17, multi, postprocess) and its report."""
-    from segdeploy.export import ExportOptions, export_onnx
+def export_graph(tmp_path_factory):
+    """``export_graph(**ExportOptions fields but out)``: the export's report, made once per session and
+    shared by every test asking for the same options (exports are deterministic, byte-identical:
+    tests/test_export_identity.py hashes these same files). Tests must not change the file."""
+    from dataclasses import replace
 
-    path = tmp_path_factory.mktemp("export") / "decoder.onnx"
-    return export_onnx(ExportOptions(out=path))
+    from segdeploy.export import ExportOptions, export_onnx
+    from segdeploy.forms import DEFAULT_FORMS, default_upscale
+
+    folder = tmp_path_factory.mktemp("exports")
+    done: dict = {}
+
+    def export(**fields):
+        options = ExportOptions(**fields)
+        assert options.out is None, "export_graph chooses the file"
+        attention = options.attention or DEFAULT_FORMS[options.target][0]  # the key names the form the export resolves
+        upscale = options.upscale or default_upscale(options.target, options.precision, options.opset)
+        key = replace(options, attention=attention, upscale=upscale)
+        if key not in done:
+            done[key] = export_onnx(replace(options, out=folder / f"graph{len(done)}.onnx"))
+        return done[key]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def exported(export_graph):
+    """The default export (random weights, seed 0, opset 17, multi, postprocess) and its report."""
+    return export_graph()
 
 
 @pytest.fixture(scope="session")
@@ -74,66 +97,54 @@ def exported_model(exported):
 
 
 @pytest.fixture(scope="session")
-def exported_all(tmp_path_factory):
+def exported_all(export_graph):
     """A single-image graph with every mask token (--mask-output all): serves both multimask settings."""
     from segdeploy.contract import MaskOutput
-    from segdeploy.export import ExportOptions, export_onnx
 
-    path = tmp_path_factory.mktemp("export-all") / "decoder_all.onnx"
-    return export_onnx(ExportOptions(out=path, mask_output=MaskOutput.ALL))
+    return export_graph(mask_output=MaskOutput.ALL)
 
 
 @pytest.fixture(scope="session")
-def exported_multi(tmp_path_factory):
+def exported_multi(export_graph):
     """The multi-image flavor (--multi-image --mask-output all), random weights seed 0."""
     from segdeploy.contract import MaskOutput
-    from segdeploy.export import ExportOptions, export_onnx
 
-    path = tmp_path_factory.mktemp("export-multi") / "decoder_multi.onnx"
-    return export_onnx(ExportOptions(out=path, mask_output=MaskOutput.ALL, multi_image=True))
+    return export_graph(mask_output=MaskOutput.ALL, multi_image=True)
 
 
 # SAM 2 family session graphs (random weights, seed 0)
 
 
 @pytest.fixture(scope="session")
-def sam2_exported(tmp_path_factory):
+def sam2_exported(export_graph):
     """The default SAM 2.1 export (few-token attention, matmul upscaling, multi, postprocess), seed 0."""
-    from segdeploy.export import ExportOptions, export_onnx
-
-    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=tmp_path_factory.mktemp("sam2") / "sam2.onnx"))
+    return export_graph(variant="sam2.1_hiera_tiny")
 
 
 @pytest.fixture(scope="session")
-def sam2_multi(tmp_path_factory):
+def sam2_multi(export_graph):
     """The multi-image flavor in the TensorRT form (plain attention, ConvTranspose upscaling), all masks."""
     from segdeploy.contract import MaskOutput
-    from segdeploy.export import ExportOptions, export_onnx
     from segdeploy.forms import Target
 
-    path = tmp_path_factory.mktemp("sam2-multi") / "sam2_multi.onnx"
-    return export_onnx(ExportOptions(variant="sam2_hiera_small", out=path, multi_image=True, mask_output=MaskOutput.ALL, target=Target.TENSORRT))
+    return export_graph(variant="sam2_hiera_small", multi_image=True, mask_output=MaskOutput.ALL, target=Target.TENSORRT)
 
 
 @pytest.fixture(scope="session")
-def sam2_fp16(tmp_path_factory):
+def sam2_fp16(export_graph):
     """A typed fp16 graph in the TensorRT form with the stability-based single mask."""
     from segdeploy.contract import MaskOutput
-    from segdeploy.export import ExportOptions, export_onnx
     from segdeploy.forms import Precision, Target
 
-    path = tmp_path_factory.mktemp("sam2-fp16") / "sam2_fp16.onnx"
-    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=path, target=Target.TENSORRT, precision=Precision.FP16, mask_output=MaskOutput.SINGLE))
+    return export_graph(variant="sam2.1_hiera_tiny", target=Target.TENSORRT, precision=Precision.FP16, mask_output=MaskOutput.SINGLE)
 
 
 @pytest.fixture(scope="session")
-def sam2_all(tmp_path_factory):
+def sam2_all(export_graph):
     """A single-image SAM 2.1 graph with every mask token (serves both multimask settings), seed 0."""
     from segdeploy.contract import MaskOutput
-    from segdeploy.export import ExportOptions, export_onnx
 
-    path = tmp_path_factory.mktemp("sam2-all") / "sam2_all.onnx"
-    return export_onnx(ExportOptions(variant="sam2.1_hiera_tiny", out=path, mask_output=MaskOutput.ALL))
+    return export_graph(variant="sam2.1_hiera_tiny", mask_output=MaskOutput.ALL)
 
 
 @pytest.fixture(scope="session")

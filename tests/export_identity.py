@@ -67,18 +67,27 @@ def toolchain() -> dict[str, str]:
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
 
 
-def export_sha256(fields: dict, folder: Path) -> str:
-    """sha256 of the file ``segdeploy export`` writes for these options."""
+def export_options(fields: dict) -> dict:
+    """A manifest config's fields as ExportOptions keyword arguments (enum members, not strings)."""
     from segdeploy.contract import MaskOutput, Signature
-    from segdeploy.export import ExportOptions, export_onnx
     from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 
     kinds = {"mask_output": MaskOutput, "signature": Signature, "attention": AttentionForm,
              "upscale": UpscaleForm, "precision": Precision, "target": Target}
-    options = {k: kinds[k](v) if k in kinds else v for k, v in fields.items()}
+    return {k: kinds[k](v) if k in kinds else v for k, v in fields.items()}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_sha256(fields: dict, folder: Path) -> str:
+    """sha256 of the file ``segdeploy export`` writes for these options."""
+    from segdeploy.export import ExportOptions, export_onnx
+
     path = folder / "graph.onnx"
-    export_onnx(ExportOptions(out=path, **options))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    export_onnx(ExportOptions(out=path, **export_options(fields)))
+    return file_sha256(path)
 
 
 def main() -> int:

@@ -21,9 +21,11 @@ def same_toolchain():
 
 
 @pytest.mark.parametrize("name", sorted(export_identity.configs()))
-def test_export_is_byte_identical(name, same_toolchain, tmp_path):
+def test_export_is_byte_identical(name, same_toolchain, export_graph):
+    """The session's shared export of these options (other tests verify the same files)."""
     fields = export_identity.configs()[name]
-    assert export_identity.export_sha256(fields, tmp_path) == MANIFEST["graphs"][name], f"{name} ({fields}) changed"
+    path = export_graph(**export_identity.export_options(fields)).path
+    assert export_identity.file_sha256(path) == MANIFEST["graphs"][name], f"{name} ({fields}) changed"
 
 
 def test_manifest_covers_every_config():

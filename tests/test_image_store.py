@@ -405,3 +405,29 @@ def test_threads_keep_the_budget(kind, tmp_path, rng):
     assert not errors
     assert store.stats()["bytes"] == store.stats()["entries"] * 64 * 1024 == max_bytes
     store.close()
+
+
+def _open_store(path, barrier, results) -> None:
+    barrier.wait(60)
+    try:
+        SharedImageStore(path, 1 << 20).close()
+        results.put("ok")
+    except BaseException as error:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def test_processes_creating_one_shared_store_at_once(tmp_path):
+    """Serving instances starting together open one fresh store file at once. Fault: without the
+    retry in SharedImageStore._open, sqlite's "database is locked" (switching a new file to WAL) hit
+    9 of 180 openers here, so some of these 30 rounds of 3 fail."""
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for round_ in range(30):
+        barrier, results = context.Barrier(3), context.Queue()
+        openers = [context.Process(target=_open_store, args=(str(tmp_path / f"s{round_}.sqlite"), barrier, results)) for _ in range(3)]
+        for opener in openers:
+            opener.start()
+        failures += [answer for answer in (results.get(timeout=120) for _ in openers) if answer != "ok"]
+        for opener in openers:
+            opener.join(30)
+    assert not failures, failures[:3]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import sqlite3
 import struct
 import tempfile
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -305,14 +307,28 @@ class SharedImageStore(ImageStore):
             _INHERITED.append(self._conn)  # a parent's connection: sqlite forbids using or closing it after fork
             self._conn = None
         if self._conn is None:
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA page_size = 65536")  # before WAL; bigger pages suit big blobs
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA journal_size_limit = 67108864")
-            self._conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._conn = self._open()
             self._pid = os.getpid()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A set-up connection. Processes creating the file at once can find it locked while another
+        switches it to WAL, which sqlite reports at once rather than waiting: retried for a minute."""
+        deadline = time.monotonic() + 60.0
+        while True:
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            try:
+                connection.execute("PRAGMA page_size = 65536")  # before WAL; bigger pages suit big blobs
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+                connection.execute("PRAGMA journal_size_limit = 67108864")
+                connection.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                return connection
+            except sqlite3.OperationalError as error:
+                connection.close()
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005 + 0.02 * random.random())
 
     @contextmanager
     def _use(self) -> Iterator[sqlite3.Connection]:

@@ -33,7 +33,13 @@ def _has_gpu() -> bool:
         return False
 
 
+NEEDS_BUILDS = pytest.StashKey[bool]()
+
+
 def pytest_collection_modifyitems(config, items):
+    # the tests that use the background builds go last (stable order otherwise), so the builds overlap the rest
+    items.sort(key=_uses_background_builds)
+    config.stash[NEEDS_BUILDS] = any(_uses_background_builds(item) for item in items)
     trt = _has_tensorrt_and_gpu()
     gpu = _has_gpu()
     for item in items:
@@ -147,71 +153,65 @@ def sam2_all(export_graph):
     return export_graph(variant="sam2.1_hiera_tiny", mask_output=MaskOutput.ALL)
 
 
-@pytest.fixture(scope="session")
-def sam2_package(sam2_all, tmp_path_factory):
-    """sam2_all compiled by AOTInductor for the CPU at small ranges (about 45 s on 2 cores)."""
-    from typer.testing import CliRunner
-
-    from segdeploy.aoti.builder import require_toolchain
-    from segdeploy.cli import app
-    from segdeploy.errors import MissingDependencyError
-
-    try:
-        require_toolchain("cpu")
-    except MissingDependencyError as error:
-        pytest.fail(f"{error}; {CPP_TOOLS_HINT}")
-    out = tmp_path_factory.mktemp("sam2-aoti") / "sam2_all.pt2"
-    args = ["build-engine", "--runtime", "aoti", "--onnx", str(sam2_all.path), "--out", str(out), "--prompts", "1:2:8", "--points", "1:3:8"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-# AOTInductor: one package and one C++ build per session, shared by tests/test_aoti.py and the README
-# test (which reuses them for its own identical commands instead of compiling again).
+# AOTInductor: one package per family and one C++ build per session, made by one background process
+# (tests/background_builds.py) while the other tests run; the tests that use them run last. Shared
+# by tests/test_aoti.py, test_sam2_runtime.py and the README test (which reuses them for its own
+# identical commands instead of compiling again).
 
 AOTI_RANGES = ["--prompts", "1:4:16", "--points", "1:4:16"]  # what the README's AOTInductor section builds with
 CPP_TOOLS_HINT = "apt-get install -y cmake g++ (the Makefile's `make check-tools` says what is missing)"
+BUILT_IN_BACKGROUND = ("package", "cpp_example", "sam2_package")
 
 
-@pytest.fixture(scope="session")
-def package(exported, tmp_path_factory) -> Path:
-    """The default graph (few-token form, postprocessing) compiled for the CPU at the README's ranges."""
-    from typer.testing import CliRunner
+def _uses_background_builds(item) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in BUILT_IN_BACKGROUND)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_builds(request, tmp_path_factory):
+    """Started with the session's first test when any collected test needs what it builds."""
+    if not request.config.stash.get(NEEDS_BUILDS, False):
+        yield None
+        return
+    import shutil
+
+    from background_builds import AOTI_RANGES as BUILT_RANGES
+    from background_builds import BackgroundBuilds
 
     from segdeploy.aoti.builder import require_toolchain
-    from segdeploy.cli import app
     from segdeploy.errors import MissingDependencyError
 
+    assert BUILT_RANGES == AOTI_RANGES
     try:
         require_toolchain("cpu")
     except MissingDependencyError as error:
         pytest.fail(f"{error}; {CPP_TOOLS_HINT}")
-    out = tmp_path_factory.mktemp("aoti") / "decoder.pt2"
-    result = CliRunner().invoke(app, ["build-engine", "--runtime", "aoti", "--onnx", str(exported.path), "--out", str(out), *AOTI_RANGES])
-    assert result.exit_code == 0, result.output
-    assert f"built {out} (fp32 on cpu, torch " in result.output
-    return out
-
-
-@pytest.fixture(scope="session")
-def cpp_example(tmp_path_factory) -> Path:
-    """examples/cpp built against the torch wheel's libtorch."""
-    import shutil
-    import subprocess
-
-    import torch.utils
-
     missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the C++ example needs {' and '.join(missing)}: {CPP_TOOLS_HINT}")
-    root = Path(__file__).resolve().parent.parent
-    build = tmp_path_factory.mktemp("cpp")
-    configure = ["cmake", "-S", str(root / "examples/cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
-    for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
-        done = subprocess.run(command, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return build / "segdeploy_aoti"
+    builds = BackgroundBuilds(tmp_path_factory.mktemp("background-builds"))
+    yield builds
+    builds.stop()
+
+
+@pytest.fixture(scope="session")
+def package(background_builds) -> Path:
+    """The default graph (few-token form, postprocessing; the bytes of ``exported``) compiled for the
+    CPU at the README's ranges."""
+    return background_builds.wait("package")
+
+
+@pytest.fixture(scope="session")
+def cpp_example(background_builds) -> Path:
+    """examples/cpp built against the torch wheel's libtorch."""
+    return background_builds.wait("cpp_example")
+
+
+@pytest.fixture(scope="session")
+def sam2_package(background_builds) -> Path:
+    """A SAM 2.1 graph with every mask token (the bytes of ``sam2_all``) compiled by AOTInductor for
+    the CPU at small ranges."""
+    return background_builds.wait("sam2_package")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -335,3 +335,30 @@ def test_readme_documents_the_served_contract():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert contract_table() in readme, "README's served-contract table is stale: paste model_config.contract_table()"
+
+
+def test_a_triton_repo_repository_loads_in_tritonserver_and_answers(exported_multi, tmp_path, rng):
+    """The python-backend repository `triton-repo` writes, loaded as a server of its own would load it
+    (segdeploy on the server's PYTHONPATH), answers a click as Decoder.predict does. Faults: a
+    config the server rejects, a model.py or parameters the stub cannot load, or a wrong graph copy
+    each end in CheckFailedError here. (The onnxruntime and tensorrt backends' repositories are not
+    loaded: the wheel's tritonserver has the Python backend only; their configs are parsed strictly
+    above.)"""
+    from segdeploy import Decoder
+    from segdeploy.serving.client import SegdeployClient
+    from segdeploy.serving.server import ServeOptions, _python_paths, serve_repository
+
+    out = tmp_path / "repo"
+    store = f"shared:{tmp_path / 'store.sqlite'}"
+    result = runner.invoke(app, ["triton-repo", str(exported_multi.path), "--out", str(out), "--image-store", store])
+    assert result.exit_code == 0, result.output
+    options = ServeOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    click, size = np.array([[300.0, 200.0]]), (480, 640)
+    with serve_repository(out, options, python_paths=_python_paths()) as server, SegdeployClient(server.grpc_url) as client:
+        image_id = client.add_image(embedding, orig_size=size)
+        served = client.predict(image_id, point_coords=click, point_labels=[1], best_only=False, low_res=True)
+    with Decoder.load(exported_multi.path) as decoder:
+        local = decoder.predict(embedding, point_coords=click, point_labels=np.array([1]), orig_size=size)
+    assert served.masks.shape == local.masks.shape == (3, *size)
+    assert np.array_equal(served.masks, local.masks) and np.allclose(served.scores, local.scores, atol=1e-6)

@@ -241,8 +241,8 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     ``sam_decoder`` is ready; CheckFailedError (with the log's last line) if it never gets there."""
     say = progress or (lambda _message: None)
     check_options(options)
-    triton = find_triton()
-    libdir = libpython_dir()
+    find_triton()  # what serving needs, checked before anything starts: one line each
+    libpython_dir()
     if options.source is not None and not Path(options.source).is_file():
         raise BadInputError(f"model not found: {options.source}")
     from segdeploy.serving.image_store import default_shared_path, open_image_store
@@ -269,6 +269,30 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     encoder = None if options.encoder is None else Path(options.encoder).resolve()
     resolved = ServeOptions(**{**options.__dict__, "source": source, "checkpoint": checkpoint, "encoder": encoder})
     write_repository(workspace / "models", resolved, python_paths=_python_paths())
+    return _launch(workspace / "models", options, temp, store_files, say)
+
+
+def serve_repository(models: Path, options: ServeOptions, *, python_paths: list[str] | None = None, progress=None) -> RunningServer:
+    """Start the wheel's tritonserver on ``models``, a repository written for a server of its own
+    (``segdeploy triton-repo --backend python``), at ``options``' address and ports, and wait until
+    ``sam_decoder`` is ready. ``python_paths`` go on the server's PYTHONPATH, where that server's
+    environment would provide segdeploy."""
+    check_options(options)
+    if not (Path(models) / MODEL_NAME / "config.pbtxt").is_file():
+        raise BadInputError(f"{models} holds no {MODEL_NAME}/config.pbtxt; write one with `segdeploy triton-repo`")
+    temp = tempfile.TemporaryDirectory(prefix="segdeploy-serve-")
+    environment = {"PYTHONPATH": os.pathsep.join(python_paths)} if python_paths else {}
+    return _launch(Path(models).resolve(), options, temp, [], progress or (lambda _message: None), environment)
+
+
+def _launch(models: Path, options: ServeOptions, temp: tempfile.TemporaryDirectory, store_files: list[Path], say,
+            environment: dict[str, str] | None = None) -> RunningServer:
+    """Start tritonserver on the repository ``models`` with the wheel's Python backend, its
+    workspace in ``temp``; wait until ``sam_decoder`` is ready (CheckFailedError with the log's last
+    error line if it never gets there)."""
+    triton = find_triton()
+    libdir = libpython_dir()
+    workspace = Path(temp.name)
     backends = workspace / "backends" / "python"
     backends.mkdir(parents=True)
     for item in triton.python_backend.iterdir():
@@ -278,8 +302,9 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(triton.libraries), str(libdir), env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    env.update(environment or {})
     command = [
-        str(triton.binary), f"--model-repository={workspace / 'models'}", f"--backend-directory={workspace / 'backends'}",
+        str(triton.binary), f"--model-repository={models}", f"--backend-directory={workspace / 'backends'}",
         f"--http-address={options.address}", f"--http-port={options.http_port}",
         f"--grpc-address={options.address}", f"--grpc-port={options.grpc_port}",
         f"--metrics-address={options.address}", f"--metrics-port={options.metrics_port}", "--allow-metrics=true",

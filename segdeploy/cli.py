@@ -410,7 +410,7 @@ def serve(
     image_store: Annotated[str, typer.Option(help="Where registered images live: shared (this server's instances; default), shared:PATH (every server opening PATH on this machine), memory (one instance) or redis://HOST:PORT/DB (several servers).")] = "shared",
     image_store_bytes: Annotated[str, typer.Option(help="The image store's budget (LRU beyond it), e.g. 2GiB or 512MB.")] = "2GiB",
     encoder: Annotated[Optional[Path], typer.Option(help="A SAM image-encoder .onnx ([1,3,1024,1024] float32 in): clients may register images (PNG/JPEG or raw RGB) instead of embeddings.")] = None,
-    max_call_bytes: Annotated[Optional[str], typer.Option(help="Memory budget of one decoder call, e.g. 2GiB (default: Decoder's, 2 GiB): each instance splits a dynamic batch into calls whose estimated peak stays under it.")] = None,
+    max_call_bytes: Annotated[Optional[str], typer.Option(help="Memory budget of one decoder call, e.g. 2GiB (default: Decoder's, 2 GiB): each instance splits a dynamic batch into calls whose estimated peak stays under it, and answers the batch in groups whose full-size masks take at most a quarter of it.")] = None,
 ) -> None:
     """Serve the decoder as `sam_decoder` on Triton Inference Server (KServe v2 HTTP and gRPC), with
     dynamic batching across images and an image store (register an image once, then click by its id);

@@ -175,3 +175,22 @@ def test_bad_requests_are_invalid_arg_and_server_failures_internal(exported_mult
         (failed,) = model.execute([click("known")])
         assert failed.error.code == "INTERNAL" and "out of memory" in failed.error.message
     assert model.failures.counters["client"].value == 1 and model.failures.counters["server"].value == 1
+
+
+def test_a_batch_of_large_answers_is_answered_in_groups_under_a_quarter_of_the_budget(rng):
+    """Fault: answer_groups putting every click in one group (the masks of 32 clicks at 8192x8192
+    held at once: 3.76 GiB peak RSS in benchmarks/serve_memory.py, budget 2 GiB)."""
+    from segdeploy import Prompt
+    from segdeploy.serving.triton_model import Click, answer_bytes, answer_groups
+
+    budget = 2 << 30
+    sizes = [(8192, 8192), (64, 64), (4000, 3000), (8192, 8192), (1080, 1920)] * 8
+    clicks = [Click(i, [Prompt(None, size, multimask_output=bool(rng.integers(2)))] * int(rng.integers(1, 3)), None, "rle", bool(rng.integers(2)), False)
+              for i, size in enumerate(sizes)]
+    groups = answer_groups(clicks, budget)
+    assert [click for group in groups for click in group] == clicks  # all, in order
+    assert len(groups) > 1
+    for group in groups:
+        assert len(group) == 1 or sum(answer_bytes(click) for click in group) <= budget // 4
+    big = Click(0, [Prompt(None, (8192, 8192), multimask_output=True)], None, "binary", False, False)
+    assert answer_bytes(big) == 2 * 3 * 8192 * 8192 and answer_groups([big, big], 1 << 20) == [[big], [big]]

@@ -30,10 +30,14 @@ class OutputMetrics:
     failure: str = ""
 
 
-def binarized_iou(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """IoU of (logit > 0) per [B, M] mask; two empty masks count as 1."""
+def binarized_iou(reference: np.ndarray, candidate: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """IoU of (logit > 0) per [B, M] mask; two empty masks count as 1. A pixel whose reference logit
+    lies within ``margin`` of 0 counts as agreeing: a rounding within the logit tolerance may flip
+    it, and on a tiny image a few such pixels would decide the IoU (verify bounds their logits)."""
     ref = reference > 0
     got = candidate > 0
+    if margin > 0:
+        got = np.where(np.abs(reference) <= margin, ref, got)
     axes = tuple(range(2, ref.ndim))
     inter = np.logical_and(ref, got).sum(axis=axes, dtype=np.float64)
     union = np.logical_or(ref, got).sum(axis=axes, dtype=np.float64)
@@ -55,7 +59,7 @@ def compare_output(name: str, reference: np.ndarray, candidate: np.ndarray, tole
     if not finite:
         failures.append("non-finite values")
     if name in LOGIT_OUTPUTS:
-        ious = binarized_iou(reference, candidate)
+        ious = binarized_iou(reference, candidate, margin=tolerance.logit_abs)
         metrics.mask_iou_worst, metrics.mask_iou_mean = float(ious.min()), float(ious.mean())
         if metrics.max_abs > tolerance.logit_abs:
             if name != "masks":

@@ -1,8 +1,9 @@
 """AOTInductor packages on the CPU: `build-engine --runtime aoti`, verify and bench through the
 package, the sidecar checks that refuse a package, and the C++ example against the Python runner.
 
-One package is compiled per session (about a minute on 2 cores), at small ranges; the C++ example is
-built once per session (skipped, with the reason, where cmake or a C++ compiler is missing)."""
+One package per family is compiled per session, at small ranges, and the C++ example built once, by
+a background process while the other tests run (tests/background_builds.py); a missing cmake or C++
+compiler fails these tests with the install step (`make check-tools`), it does not skip them."""
 
 from __future__ import annotations
 

@@ -130,12 +130,16 @@ class DecoderGraph(nn.Module):
         )
         if self.dtype != torch.float32:
             low_res_masks, iou_predictions = low_res_masks.float(), iou_predictions.float()
+        return self.contract_outputs(low_res_masks, iou_predictions, orig_im_size)
+
+    def contract_outputs(self, low_res_masks: torch.Tensor, iou_predictions: torch.Tensor, orig_im_size: torch.Tensor | None, *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The contract's outputs in its order: the masks at the original size (postprocessing
+        graphs), the IoU predictions, the low-res masks, then a family's ``extra`` outputs."""
         if not self.postprocess:
-            return iou_predictions, low_res_masks
+            return iou_predictions, low_res_masks, *extra
         if orig_im_size is None:
             raise ValueError("orig_im_size is required when postprocess is on")
-        masks = self.upscale(low_res_masks, orig_im_size)
-        return masks, iou_predictions, low_res_masks
+        return self.upscale(low_res_masks, orig_im_size), iou_predictions, low_res_masks, *extra
 
     def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         """The in-graph postprocessing: low-res logits to the original size, by the family's rule.

@@ -50,11 +50,7 @@ class HqDecoderGraph(DecoderGraph):
         """The contract's outputs; ``image_index`` [B] picks each prompt's image, None broadcasts
         the one image over every prompt."""
         low_res_masks, iou_predictions = self.low_res(image_embeddings, interm_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input, self.mask_output.tokens)
-        if not self.postprocess:
-            return iou_predictions, low_res_masks
-        if orig_im_size is None:
-            raise ValueError("orig_im_size is required when postprocess is on")
-        return self.upscale(low_res_masks, orig_im_size), iou_predictions, low_res_masks
+        return self.contract_outputs(low_res_masks, iou_predictions, orig_im_size)
 
     def low_res(
         self, image_embeddings, interm_embeddings, image_index, point_coords, point_labels, mask_input, has_mask_input, tokens: tuple[int, ...],

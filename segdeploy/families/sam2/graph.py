@@ -73,12 +73,7 @@ class Sam2DecoderGraph(DecoderGraph):
             low_res_masks, iou_predictions, object_scores = low_res_masks.float(), iou_predictions.float(), object_scores.float()
         if single:
             low_res_masks, iou_predictions = select_stable_single(low_res_masks, iou_predictions, *self.stability)
-        if not self.postprocess:
-            return iou_predictions, low_res_masks, object_scores
-        if orig_im_size is None:
-            raise ValueError("orig_im_size is required when postprocess is on")
-        masks = self.upscale(low_res_masks, orig_im_size)
-        return masks, iou_predictions, low_res_masks, object_scores
+        return self.contract_outputs(low_res_masks, iou_predictions, orig_im_size, object_scores)
 
     def upscale(self, low_res_masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         """SAM 2's postprocessing: low-res logits resized straight to the original size."""

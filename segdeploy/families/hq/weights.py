@@ -11,7 +11,7 @@ import torch
 
 from segdeploy.errors import BadInputError
 from segdeploy.families.hq.model import VARIANTS, HqDecoder
-from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, decoder_state, file_sha256, read_checkpoint
+from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, decoder_state, file_sha256, read_checkpoint, seeded_copy
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 HQ_KEYS = ("mask_decoder.hf_token.", "mask_decoder.hf_mlp.", "mask_decoder.compress_vit_feat.", "mask_decoder.embedding_encoder.", "mask_decoder.embedding_maskfeature.")
@@ -60,7 +60,7 @@ def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) ->
     if variant not in VARIANTS:
         raise BadInputError(f"unknown HQ-SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if checkpoint is None:
-        return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
+        return seeded_copy(random_decoder, variant, seed), WeightsInfo(variant=variant, seed=seed)
     checkpoint = Path(checkpoint)
     state = decoder_state(read_checkpoint(checkpoint), checkpoint, DECODER_PREFIXES)
     model = HqDecoder(VARIANTS[variant])

@@ -10,7 +10,7 @@ import torch
 
 from segdeploy.errors import BadInputError
 from segdeploy.families.sam1.model import DEFAULT_VARIANT, VARIANTS, SamDecoder
-from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, decoder_state, file_sha256, read_checkpoint
+from segdeploy.weights import RANDOM_LOGIT_STD, WeightsInfo, check_fits, decoder_state, file_sha256, read_checkpoint, seeded_copy
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 
@@ -52,7 +52,7 @@ def load_decoder(
     if variant not in VARIANTS:
         raise BadInputError(f"unknown SAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if checkpoint is None:
-        return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
+        return seeded_copy(random_decoder, variant, seed), WeightsInfo(variant=variant, seed=seed)
     checkpoint = Path(checkpoint)
     state = decoder_state(read_checkpoint(checkpoint), checkpoint, DECODER_PREFIXES)
     model = SamDecoder(VARIANTS[variant])

@@ -17,7 +17,7 @@ import torch
 
 from segdeploy.errors import BadInputError
 from segdeploy.families.sam2.model import VARIANTS, Sam2Decoder
-from segdeploy.weights import RANDOM_LOGIT_STD, CheckpointLayoutError, WeightsInfo, check_fits, file_sha256, read_checkpoint
+from segdeploy.weights import RANDOM_LOGIT_STD, CheckpointLayoutError, WeightsInfo, check_fits, file_sha256, read_checkpoint, seeded_copy
 
 OFFICIAL_PREFIXES = {"sam_prompt_encoder.": "prompt_encoder.", "sam_mask_decoder.": "mask_decoder."}
 _OFFICIAL_MLP = re.compile(r"^(mask_decoder\.transformer\.layers\.\d+\.mlp\.)layers\.([01])\.")
@@ -82,7 +82,7 @@ def load_decoder(variant: str, checkpoint: Path | None = None, seed: int = 0) ->
     if variant not in VARIANTS:
         raise BadInputError(f"unknown SAM 2 variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if checkpoint is None:
-        return random_decoder(variant, seed), WeightsInfo(variant=variant, seed=seed)
+        return seeded_copy(random_decoder, variant, seed), WeightsInfo(variant=variant, seed=seed)
     checkpoint = Path(checkpoint)
     raw = read_checkpoint(checkpoint)
     state = from_official(raw)

@@ -131,6 +131,9 @@ def test_verify_runs_a_bf16_graph_on_the_reference_evaluator(bf16_export, tmp_pa
     data = json.loads(report.read_text())
     assert data["candidate"] == "onnx-reference" and data["precision"] == "bf16" and len(data["cases"]) == 1
     assert checked.exit_code == (0 if data["passed"] else 1), checked.output
+    for case in data["cases"]:  # the logits and scores hold bf16's bounds (as in the numerics test above)
+        outputs = {output["name"]: output for output in case["outputs"]}
+        assert outputs["low_res_masks"]["passed"] and outputs["iou_predictions"]["passed"], case
     for args in (["--backend", "tensorrt"], ["--backend", "onnx-reference", "--engine", str(graph)]):
         bad = runner.invoke(app, ["verify", "--onnx", str(graph), *args])
         assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "--backend" in bad.output, bad.output

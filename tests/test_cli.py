@@ -72,7 +72,8 @@ def test_user_errors_are_one_line_with_exit_2(args, message, exported):
 
 def test_bad_option_value_is_exit_2():
     result = invoke("export", "--mask-output", "seven")
-    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Invalid value for '--mask-output'" in lines[0], result.output
 
 
 def test_verify_default_finds_the_newest_export(tmp_path, monkeypatch):

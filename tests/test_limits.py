@@ -80,8 +80,9 @@ def test_bench_orig_size_refused_in_one_line(exported, tmp_path, size, match):
 
 def test_bench_prompts_and_points_bounded(exported, tmp_path):
     base = ["bench", "--onnx", str(exported.path), "--out-dir", str(tmp_path), "--runs", "1", "--warmup", "0"]
-    assert runner.invoke(app, [*base, "--prompts", "5000"]).exit_code == 2
-    assert runner.invoke(app, [*base, "--points", "65"]).exit_code == 2
+    for args, said in ((["--prompts", "5000"], "more than 4096 prompts"), (["--points", "65"], "65 point slots")):
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.output
 
 
 def test_issue_19_mistakes_are_one_line_exit_2(tmp_path):

@@ -63,6 +63,7 @@ def test_split_batch_equals_one_call(graph, request, fresh_seed):
         calls = _count_calls(split)
         got = split.predict_batch(prompts)
     assert max(calls) <= 3 and sum(calls) == len(prompts) and len(calls) >= 4, calls
+    assert len(expected) == len(got) == len(prompts)
     for a, b in zip(expected, got):
         assert a.masks.shape == b.masks.shape and (a.masks != b.masks).mean() < 1e-3
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)

@@ -54,7 +54,16 @@ def official_upscale(low_res: np.ndarray, orig_size: tuple[int, int]) -> np.ndar
     return Sam.postprocess_masks(fake_sam, torch.from_numpy(low_res), input_size, orig_size).numpy()
 
 
-def assert_logits_close(got: np.ndarray, want: np.ndarray) -> None:
+def assert_low_res_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Low-res logits: the README's bound, 1e-3 absolute, with no relative escape."""
+    assert got.shape == want.shape
+    err = np.abs(got - want).max()
+    assert err <= LOGIT_ABS, f"max abs {err}, peak {np.abs(want).max()}"
+
+
+def assert_masks_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Full-size logits: 1e-3 absolute or 1e-4 relative to the peak (the README's tolerance table:
+    backends place the crop-and-resize's bilinear source coordinates slightly differently)."""
     err = np.abs(got - want).max()
     assert err <= LOGIT_ABS or err / np.abs(want).max() <= LOGIT_REL, f"max abs {err}, peak {np.abs(want).max()}"
 
@@ -72,7 +81,7 @@ def test_eager_matches_official(spec, fresh_seed):
     with torch.no_grad():
         iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in SAM1.layout(postprocess=False).inputs()))
     want = official_outputs(holder, case.feeds, MaskOutput.MULTI)
-    assert_logits_close(low.numpy(), want["low_res_masks"])
+    assert_low_res_close(low.numpy(), want["low_res_masks"])
     assert np.abs(iou.numpy() - want["iou_predictions"]).max() <= IOU_ABS
 
 
@@ -87,11 +96,11 @@ def test_onnx_matches_official(spec, exported, fresh_seed):
     with OrtRunner(exported.path, specs, names) as runner:
         got = runner.infer(case.feeds)
     want = official_outputs(holder, case.feeds, MaskOutput.MULTI)
-    assert_logits_close(got["low_res_masks"], want["low_res_masks"])
+    assert_low_res_close(got["low_res_masks"], want["low_res_masks"])
     assert np.abs(got["iou_predictions"] - want["iou_predictions"]).max() <= IOU_ABS
     want_masks = official_upscale(want["low_res_masks"], spec.orig_size)
     assert got["masks"].shape == want_masks.shape
-    assert_logits_close(got["masks"], want_masks)
+    assert_masks_close(got["masks"], want_masks)
 
 
 def test_single_mask_output_is_token_zero(fresh_seed):
@@ -103,5 +112,5 @@ def test_single_mask_output_is_token_zero(fresh_seed):
         iou, low = graph(*(torch.from_numpy(case.feeds[s.name]) for s in SAM1.layout(postprocess=False).inputs()))
     want = official_outputs(holder, case.feeds, MaskOutput.SINGLE)
     assert low.shape[1] == 1
-    assert_logits_close(low.numpy(), want["low_res_masks"])
+    assert_low_res_close(low.numpy(), want["low_res_masks"])
     assert np.abs(iou.numpy() - want["iou_predictions"]).max() <= IOU_ABS

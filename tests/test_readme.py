@@ -16,7 +16,10 @@ Beyond that:
 - ``SMALL_FLAGS`` appends flags per subcommand so sizes stay small (typer keeps an option's last value),
   so a new README command is covered without touching this file.
 - A command that needs TensorRT and a GPU (``needs_tensorrt``) must stop with exit 2 and one
-  ``error:`` line where they are missing; where they are present it is skipped (``make test-gpu``).
+  ``error:`` line naming the TensorRT extra where they are missing; where they are present it is
+  skipped (``make test-gpu``). A ``.plan`` such a command reads is given a stand-in file and sidecar
+  when none exists (no build here can write one), so it fails for the missing TensorRT, not for the
+  missing file.
 - ``pip install`` lines are not run (a test never installs packages); the extras they name must exist.
 - A line ending in `` &`` (a server, ``segdeploy serve``) starts in the background: the test waits for
   its first line of output (the server says where it listens once it is ready), runs the blocks after
@@ -28,7 +31,7 @@ Beyond that:
   weights (seed 1) under that name, so loading it, the sha256 check and verify run for real instead of
   stopping at "checkpoint not found".
 - A placeholder ``DIR/<name>`` becomes the newest matching file under DIR (``<graph>``: .onnx,
-  ``<plan>``: .plan), or a missing path where DIR has none.
+  ``<plan>``: .plan), or a missing path with that suffix where DIR has none.
 - An export whose parsed options (defaults filled in) match one already run is not run again
   (exports are deterministic, byte-identical); its file is touched, so "the newest under export/"
   picks it as a rerun would.
@@ -276,6 +279,8 @@ class ReadmeChecker:
         if needs_tensorrt(argv) and self.tensorrt_here:
             outcome.note = "not run: TensorRT is here (make test-gpu)"
             return True
+        if needs_tensorrt(argv):
+            self.stand_in_plans(argv)
         reused = self.reuse(argv)
         if reused:
             outcome.note = reused
@@ -331,6 +336,28 @@ class ReadmeChecker:
         out.with_suffix(".json").write_text(json.dumps({**sidecar, "onnx_path": str(graph.relative_to(self.workdir))}, indent=2))
         return f"reused the session's identical AOTInductor package (same graph bytes, same ranges) as {out.relative_to(self.workdir)}"
 
+    def stand_in_plans(self, argv: list[str]) -> None:
+        """A ``.plan`` a TensorRT command reads that no build here could write: a stand-in file and a
+        sidecar naming the newest export, so the command gets past "engine not found" to what the
+        README promises (the TensorRT it lacks)."""
+        from segdeploy.tensorrt.profiles import EngineProfile
+        from segdeploy.tensorrt.sidecar import Sidecar
+        from segdeploy.weights import file_sha256
+
+        graph = max((self.workdir / "export").glob("*.onnx"), key=lambda p: p.stat().st_mtime, default=None)
+        reads = argv[2:] if argv[1] == "inspect" else [b for a, b in zip(argv, argv[1:]) if a == "--engine"]
+        for word in reads:
+            plan = self.workdir / word
+            if graph is None or plan.suffix != ".plan" or plan.exists():
+                continue
+            plan.parent.mkdir(parents=True, exist_ok=True)
+            plan.write_bytes(b"a stand-in: no TensorRT here to build the real plan")
+            plan.with_suffix(".json").write_text(Sidecar(
+                segdeploy_version="0", tensorrt_version="10.14.1", gpu_name="NVIDIA H200", compute_capability="9.0",
+                cuda_version="12.8", precision="fp16", typing="strong", profiles=[EngineProfile().to_dict()], io=[],
+                onnx_path=str(graph.relative_to(self.workdir)), onnx_sha256=file_sha256(graph), onnx_opset=17, build_flags={},
+            ).to_json())
+
     def expand(self, argv: list[str]) -> list[str]:
         """Paths to this environment's tools, globs, placeholders, missing checkpoints, small sizes."""
         program = Path(argv[0])
@@ -359,7 +386,7 @@ class ReadmeChecker:
         name = name.strip("<>")
         suffix = PLACEHOLDER_SUFFIXES.get(name, "")
         files = sorted((self.workdir / (folder or ".")).glob(f"*{suffix}"), key=lambda p: p.stat().st_mtime)
-        return str(files[-1].relative_to(self.workdir)) if files else word.replace("<", "").replace(">", "")
+        return str(files[-1].relative_to(self.workdir)) if files else word.replace("<", "").replace(">", "") + suffix
 
     def judge(self, argv: list[str], result: subprocess.CompletedProcess, shown: Sequence[str] = ()) -> str | None:
         """The problem with a command's result, or None."""
@@ -376,8 +403,8 @@ class ReadmeChecker:
             return None
         if needs_tensorrt(argv):
             lines = result.stderr.strip().splitlines()
-            if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error: "):
-                return f"needs TensorRT: expected exit 2 and one 'error:' line, got exit {result.returncode}: " + tail(output)
+            if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error: ") or "segdeploy[tensorrt]" not in lines[0]:
+                return f"needs TensorRT: expected exit 2 and one 'error:' line naming the TensorRT extra, got exit {result.returncode}: " + tail(output)
             return None
         return None if result.returncode == 0 else f"exit {result.returncode}: " + tail(output)
 

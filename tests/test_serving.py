@@ -120,7 +120,7 @@ def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
         ("dtype", dict(embedding=good[4][0], size=(480, 640), coords=good[4][2], labels=np.array([1.0]), dtype_override=np.float64)),
         ("too many", dict(embedding=np.repeat(good[5][0], MAX_BATCH + 1, 0), size=(480, 640), coords=good[5][2], labels=np.array([1.0]), rows=MAX_BATCH + 1)),
     ]
-    said = {"NaN": "NaN", "label": "point_labels", "box": "box", "missing": "orig_size", "dtype": "FP64", "too many": "batch"}
+    said = {"NaN": "NaN", "label": "valid labels", "box": "x0 <= x1", "missing": "orig_size", "dtype": "FP64", "too many": "batch"}
     def send(job):  # one client per request: tritonclient's HTTP client must stay on its own thread
         kind, index, args = job
         module = http_client if index % 2 else grpc_client

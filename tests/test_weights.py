@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import collections
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,11 +74,22 @@ def test_not_a_checkpoint(tmp_path):
         load_decoder("sam_vit_b", path)
 
 
-def test_arbitrary_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"model": collections.Counter(a=1)}, path)  # not a tensor: weights_only refuses it
-    with pytest.raises(BadInputError):
+class _Touches:
+    """Unpickling this creates a file: a visible side effect, as a hostile checkpoint's would be."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_arbitrary_pickled_objects_are_refused_unrun(tmp_path):
+    path, marker = tmp_path / "evil.pth", tmp_path / "ran"
+    torch.save({"model": _Touches(marker), "mask_decoder.iou_token.weight": torch.zeros(4, 256)}, path)
+    with pytest.raises(BadInputError, match="not a readable PyTorch"):
         load_decoder("sam_vit_b", path)
+    assert not marker.exists()  # weights_only: the object's code never ran
 
 
 def test_foreign_keys_are_named(tmp_path):

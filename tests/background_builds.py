@@ -1,9 +1,11 @@
-"""The session's slow builds, made by one background process while the other tests run: the default
-graph's AOTInductor package at the README's ranges, the C++ example against the torch wheel's
-libtorch, and SAM 2's package. The suite keeps about one of the two cores idle on average, so these
-~90 s of compiling cost little wall time; conftest moves the tests that use them to the end.
+"""The session's slow builds, made by one background process while the other tests run: first the
+identity manifest's exports (tests/shared_exports.py: each claimed by the first process to want it),
+then the default graph's AOTInductor package at the README's ranges, the C++ example against the
+torch wheel's libtorch, and SAM 2's package. The suite keeps about one of the two cores idle on
+average, so this work (~50 s of exporting, ~90 s of compiling) costs little wall time; conftest moves
+the tests that use it to the end.
 
-    python tests/background_builds.py FOLDER
+    python tests/background_builds.py FOLDER EXPORTS
 
 writes FOLDER/<step>.json ({"ok", "path", "output"}) as each step ends, in the order of STEPS.
 """
@@ -47,9 +49,12 @@ def _build_cpp(folder: Path) -> tuple[bool, Path, str]:
     return True, build / "segdeploy_aoti", ""
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, exports: Path) -> None:
+    from shared_exports import SharedExports, export_all_identity_configs
+
     from segdeploy.contract import MaskOutput
 
+    export_all_identity_configs(SharedExports(exports))  # no one waits for the step as such: each graph is claimed on its own
     steps = {
         "package": lambda: _build_package(folder, "decoder", {}, AOTI_RANGES),
         "cpp_example": lambda: _build_cpp(folder),
@@ -70,10 +75,10 @@ def main(folder: Path) -> None:
 class BackgroundBuilds:
     """The background process and a way to wait for one of its steps."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, exports: Path) -> None:
         self.folder = folder
         self.log = (folder / "builds.log").open("w")
-        self.process = subprocess.Popen([sys.executable, __file__, str(folder)], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.process = subprocess.Popen([sys.executable, __file__, str(folder), str(exports)], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def wait(self, step: str, timeout: float = 900.0) -> Path:
         """The step's artefact; AssertionError with its output when it failed or never finished."""
@@ -101,4 +106,4 @@ class BackgroundBuilds:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -36,11 +36,13 @@ def _has_gpu() -> bool:
 
 
 NEEDS_BUILDS = pytest.StashKey[bool]()
+READS_BACKGROUND_EXPORTS = ("test_export_identity.py", "test_forms_matrix.py")  # the identity manifest's graphs
 
 
 def pytest_collection_modifyitems(config, items):
-    # the tests that use the background builds go last (stable order otherwise), so the builds overlap the rest
-    items.sort(key=_uses_background_builds)
+    # the tests that use the background builds go last, and before them those reading the graphs the
+    # background process exports first (stable order otherwise), so the background work overlaps the rest
+    items.sort(key=lambda item: 2 if _uses_background_builds(item) else 1 if item.path.name in READS_BACKGROUND_EXPORTS else 0)
     config.stash[NEEDS_BUILDS] = any(_uses_background_builds(item) for item in items)
     trt = _has_tensorrt_and_gpu()
     gpu = _has_gpu()
@@ -66,26 +68,31 @@ def rng(fresh_seed) -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def export_graph(tmp_path_factory):
+def export_folder(tmp_path_factory) -> Path:
+    """Where the session's shared exports go (tests/shared_exports.py)."""
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="session")
+def export_graph(export_folder, background_builds):
     """``export_graph(**ExportOptions fields but out)``: the export's report, made once per session and
     shared by every test asking for the same options (exports are deterministic, byte-identical:
-    tests/test_export_identity.py hashes these same files). Tests must not change the file."""
-    from dataclasses import replace
+    tests/test_export_identity.py hashes these same files), by this process or, for the identity
+    manifest's graphs, often already by the background process. Tests must not change the file."""
+    from shared_exports import SharedExports, normalized
 
-    from segdeploy.export import ExportOptions, export_onnx
-    from segdeploy.forms import DEFAULT_FORMS, default_upscale
+    from segdeploy.export import ExportOptions
 
-    folder = tmp_path_factory.mktemp("exports")
+    exports = SharedExports(export_folder)
+    alive = (lambda: background_builds.process.poll() is None) if background_builds is not None else (lambda: False)
     done: dict = {}
 
     def export(**fields):
         options = ExportOptions(**fields)
         assert options.out is None, "export_graph chooses the file"
-        attention = options.attention or DEFAULT_FORMS[options.target][0]  # the key names the form the export resolves
-        upscale = options.upscale or default_upscale(options.target, options.precision, options.opset)
-        key = replace(options, attention=attention, upscale=upscale)
+        key = normalized(options)
         if key not in done:
-            done[key] = export_onnx(replace(options, out=folder / f"graph{len(done)}.onnx"))
+            done[key] = exports.get(options, alive)
         return done[key]
 
     return export
@@ -188,7 +195,7 @@ def background_builds(request, tmp_path_factory):
     missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the C++ example needs {' and '.join(missing)}: {CPP_TOOLS_HINT}")
-    builds = BackgroundBuilds(tmp_path_factory.mktemp("background-builds"))
+    builds = BackgroundBuilds(tmp_path_factory.mktemp("background-builds"), request.getfixturevalue("export_folder"))
     yield builds
     builds.stop()
 

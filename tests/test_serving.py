@@ -130,6 +130,8 @@ def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
             return kind, index, {name: result.as_numpy(name) for name in ("masks", "scores", "low_res_masks")}
         except Exception as error:  # tritonclient raises InferenceServerException per failed request
             return kind, index, error
+        finally:
+            client.close()  # an idle open connection holds tritonserver's exit for its --exit-timeout-secs
 
     jobs = [("good", i, dict(embedding=e, size=s, coords=c, labels=l, box=b)) for i, (e, s, c, l, b) in enumerate(good)]
     jobs += [(f"bad {name}", 100 + i, args) for i, (name, args) in enumerate(bad)]
@@ -154,8 +156,8 @@ def test_concurrent_good_and_bad_requests(server, exported_multi, fresh_seed):
             assert np.abs(answer["low_res_masks"][0] - want.low_res_logits).max() <= 1e-4
             assert np.abs(answer["scores"][0] - want.scores).max() <= 1e-5
             assert (answer["masks"][0] == want.masks).mean() >= 0.9999
-    http = http_client.InferenceServerClient(f"127.0.0.1:{ports[0]}")
-    assert http.is_server_live() and http.is_model_ready("sam_decoder"), "the server keeps serving after bad requests"
+    with http_client.InferenceServerClient(f"127.0.0.1:{ports[0]}") as http:
+        assert http.is_server_live() and http.is_model_ready("sam_decoder"), "the server keeps serving after bad requests"
     assert process.poll() is None
 
 
@@ -301,6 +303,7 @@ def test_serve_answers_sam2_requests_with_their_high_res_features(sam2_multi, fr
             inputs.append(grpc_client.InferInput(name, list(array.shape), "FP32"))
             inputs[-1].set_data_from_numpy(array)
         answer = client.infer("sam_decoder", inputs)
+        client.close()  # an idle open connection would hold the server's stop for its exit timeout
         want = reference.predict(tuple(features), point_coords=coords, point_labels=np.array([1.0]), orig_size=size)
         assert np.abs(answer.as_numpy("low_res_masks")[0] - want.low_res_logits).max() <= 1e-4
         assert (answer.as_numpy("masks")[0] == want.masks).mean() >= 0.9999

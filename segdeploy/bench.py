@@ -43,6 +43,11 @@ BURN_IN_SECONDS = 2.0
 Progress = Callable[[int, int, str], None]
 
 
+# A bench call is one batch of --prompts, not split as Decoder and serve split theirs: refuse a sweep
+# whose largest call's estimated peak exceeds this (the default sweep's, 64 prompts at 1024x1024, is ~4 GiB).
+DEFAULT_BENCH_CALL_BYTES = 8 << 30
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     onnx: Path
@@ -61,6 +66,7 @@ class BenchOptions:
     seed: int = 0
     images: int = 1  # multi-image graphs: prompts spread round-robin over this many images per call
     floor: bool = True  # also measure each cell's floor (segdeploy.floor) and report ratios to it
+    max_call_bytes: int = DEFAULT_BENCH_CALL_BYTES  # refuse a sweep whose largest call would need more (estimated)
 
 
 @dataclass
@@ -208,6 +214,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
     limits.check_points(max(options.points), "--points: ")
     if options.images < 1 or (options.images > 1 and not layout.multi_image):
         raise BadInputError("--images N > 1 needs a multi-image graph (segdeploy export --multi-image)" if options.images > 1 else "--images must be at least 1")
+    check_call_memory(options, layout, metadata.get("attention"))
     form = f"attention={metadata.get('attention', 'plain')}, upscale={metadata.get('upscale', 'convtranspose')}, precision={precision}"
     if layout.multi_image:
         form += f", multi-image ({options.images} per call)"
@@ -229,6 +236,21 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> BenchR
         _measure_floors(options, layout, report)
     write_results(report, options.out_dir, options.name)
     return report
+
+
+def check_call_memory(options: BenchOptions, layout: contract.GraphLayout, attention: str | None) -> None:
+    """BadInputError when the largest cell's one call would need more than ``max_call_bytes``
+    (runtime.memory's measured per-prompt costs): a sweep that would exhaust memory stops before it starts."""
+    from segdeploy.runtime.memory import MiB, estimate_call_bytes
+
+    prompts, points = max(options.prompts), max(options.points)
+    need = estimate_call_bytes(prompts=prompts, points=points, orig_size=tuple(options.orig_size) if layout.postprocess else None,
+                               masks=layout.mask_output.count, images=min(options.images, prompts), multi_image=layout.multi_image, attention=attention)
+    if need > options.max_call_bytes:
+        raise BadInputError(
+            f"--prompts {prompts} x --points {points} at --orig-size {options.orig_size[0]}x{options.orig_size[1]} needs about "
+            f"{need / MiB:,.0f} MiB in one call, above --max-call-bytes {options.max_call_bytes / MiB:,.0f} MiB; bench fewer prompts per call or raise it"
+        )
 
 
 def _measure(options: BenchOptions, runners: dict[str, Runner], layout: contract.GraphLayout, report: BenchReport, tick: Progress) -> None:

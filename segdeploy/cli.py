@@ -246,14 +246,17 @@ def bench(
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
     images: Annotated[int, typer.Option(min=1, max=MAX_PROMPTS, help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
     floor: Annotated[bool, typer.Option("--floor/--no-floor", help="Measure each cell's floor on this machine (one MatMul with the graph's matrix FLOPs + the Resize of the masks to the original size, interleaved with the graph) and report ours as a ratio of it.")] = True,
+    max_call_bytes: Annotated[str, typer.Option(help="Refuse a sweep whose largest call (all of --prompts in one batch) would need more memory than this, estimated, e.g. 8GiB.")] = "8GiB",
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
     from segdeploy.bench import BenchOptions, render_bench, run_bench
+    from segdeploy.serving.image_store import parse_size as parse_bytes
 
     options = BenchOptions(
         onnx=onnx or call(newest_export), backends=tuple(backend), prompts=parse_int_list(prompts, "--prompts"),
         points=parse_int_list(points, "--points"), orig_size=parse_size(orig_size), threads=threads, runs=runs,
         warmup=warmup, baseline=baseline, checkpoint=checkpoint, engine=engine, out_dir=out_dir, name=name, images=images, floor=floor,
+        max_call_bytes=call(parse_bytes, max_call_bytes),
     )
     with spinner_progress("bench") as (_, count):
         result = run_bench(options, count)

@@ -80,7 +80,10 @@ def test_bench_orig_size_refused_in_one_line(exported, tmp_path, size, match):
 
 def test_bench_prompts_and_points_bounded(exported, tmp_path):
     base = ["bench", "--onnx", str(exported.path), "--out-dir", str(tmp_path), "--runs", "1", "--warmup", "0"]
-    for args, said in ((["--prompts", "5000"], "more than 4096 prompts"), (["--points", "65"], "65 point slots")):
+    for args, said in ((["--prompts", "5000"], "more than 4096 prompts"), (["--points", "65"], "65 point slots"),
+                       (["--prompts", "1,3998", "--orig-size", "32x32"], "needs about"),  # ~160 GB in one call: it took the test run down once
+                       (["--prompts", "64", "--max-call-bytes", "1GiB"], "above --max-call-bytes 1,024 MiB"),
+                       (["--max-call-bytes", "lots"], "bad size 'lots'")):
         result = runner.invoke(app, [*base, *args])
         assert result.exit_code == 2 and said in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.output
 

@@ -64,7 +64,7 @@ def parse_size(text: str) -> int:
         raise BadInputError(f"bad size {text!r}: write bytes with an optional unit, e.g. 1000, 512MB or 2GiB")
     size = int(Decimal(match.group(1)) * _UNITS[unit])
     if size <= 0:
-        raise BadInputError(f"bad size {text!r}: the image store needs at least 1 byte")
+        raise BadInputError(f"bad size {text!r}: at least 1 byte")
     return size
 
 

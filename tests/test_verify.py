@@ -144,3 +144,13 @@ def test_no_postprocess_single_mask_graph_verifies(tmp_path, fresh_seed):
     report = verify_graph(VerifyOptions(onnx=graph, cases=3, seed=fresh_seed))
     assert report.passed, render_report(report)
     assert {o.name for c in report.cases for o in c.outputs} == {"iou_predictions", "low_res_masks"}
+
+
+def test_the_reference_evaluator_runs_the_onnxruntime_forms_contrib_ops(exported, exported_model, fresh_seed):
+    """`verify --backend onnx-reference` on the default (onnxruntime-form) graph: its com.microsoft
+    Gelu/BiasGelu run on the evaluator (a NotImplementedError traceback before: found by the CLI
+    property test) and agree with eager within fp32's bounds."""
+    contrib = {node.op_type for node in exported_model.graph.node if node.domain == "com.microsoft"}
+    assert {"Gelu", "BiasGelu"} <= contrib, contrib
+    report = verify_graph(VerifyOptions(onnx=exported.path, cases=1, seed=fresh_seed, max_side=64, backend="onnx-reference"))
+    assert report.candidate == "onnx-reference" and report.passed, render_report(report)

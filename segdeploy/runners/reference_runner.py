@@ -1,5 +1,7 @@
 """ONNX's own reference evaluator (``onnx.reference``, numpy): slow, but it runs what no onnxruntime
-CPU kernel does, bfloat16 graphs included (through ml_dtypes), so a bf16 graph can be checked here."""
+CPU kernel does, bfloat16 graphs included (through ml_dtypes), so a bf16 graph can be checked here.
+The onnxruntime-form graphs' contrib operators (``com.microsoft`` Gelu and BiasGelu, written by
+segdeploy.rewrites) are given to it here, defined as onnxruntime documents them."""
 
 from __future__ import annotations
 
@@ -10,6 +12,33 @@ import numpy as np
 
 from segdeploy.contract import TensorSpec
 from segdeploy.runners.base import Runner
+
+
+def _contrib_ops() -> list[type]:
+    """The com.microsoft operators segdeploy's graphs use, for the reference evaluator (exact erf GELU)."""
+    from math import erf
+
+    from onnx.reference.op_run import OpRun
+
+    exact_erf = np.vectorize(erf, otypes=["d"])
+
+    def gelu(x: np.ndarray) -> np.ndarray:
+        wide = x.astype(np.float64)
+        return (0.5 * wide * (1.0 + exact_erf(wide / np.sqrt(2.0)))).astype(x.dtype)
+
+    class Gelu(OpRun):
+        op_domain = "com.microsoft"
+
+        def _run(self, x, approximate=None):  # the evaluator passes the standard Gelu's attribute
+            return (gelu(x),)
+
+    class BiasGelu(OpRun):
+        op_domain = "com.microsoft"
+
+        def _run(self, x, bias, approximate=None):
+            return (gelu(x + bias),)
+
+    return [Gelu, BiasGelu]
 
 
 class ReferenceRunner(Runner):
@@ -25,7 +54,7 @@ class ReferenceRunner(Runner):
     def _activate(self) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        self.evaluator = ReferenceEvaluator(str(self.path))
+        self.evaluator = ReferenceEvaluator(str(self.path), new_ops=_contrib_ops())
 
     def _deactivate(self) -> None:
         self.evaluator = None

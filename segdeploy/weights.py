@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,20 +24,23 @@ RANDOM_LOGIT_STD = 12.0
 
 Model = TypeVar("Model", bound=torch.nn.Module)
 _SEEDED: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+_SEEDED_LOCK = threading.Lock()
 SEEDED_KEPT = 4  # the last few (variant, seed) pairs a process built
 
 
 def seeded_copy(build: Callable[[str, int], Model], variant: str, seed: int) -> Model:
     """A fresh copy of ``build(variant, seed)``, built once per process for the last few pairs:
-    seeded random weights are a pure function of both, and building them runs a calibration
-    forward pass (0.2-0.4 s), where a copy takes ~10 ms. Callers may change their copy."""
-    key = (build.__module__, build.__qualname__, variant, seed)
-    if key not in _SEEDED:
-        _SEEDED[key] = build(variant, seed)
-        while len(_SEEDED) > SEEDED_KEPT:
-            _SEEDED.popitem(last=False)
-    _SEEDED.move_to_end(key)
-    return copy.deepcopy(_SEEDED[key])
+    seeded random weights are a function of both and of torch's thread count (which rounds the
+    calibration forward pass), and building them runs that pass (0.2-0.4 s), where a copy takes
+    ~10 ms. Callers may change their copy."""
+    key = (build.__module__, build.__qualname__, variant, seed, torch.get_num_threads())
+    with _SEEDED_LOCK:
+        if key not in _SEEDED:
+            _SEEDED[key] = build(variant, seed)
+            while len(_SEEDED) > SEEDED_KEPT:
+                _SEEDED.popitem(last=False)
+        _SEEDED.move_to_end(key)
+        return copy.deepcopy(_SEEDED[key])
 
 
 @dataclass(frozen=True)

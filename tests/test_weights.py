@@ -135,3 +135,15 @@ def test_random_weights_are_seeded_and_give_realistic_logits(rng):
     # tens, as with trained SAM weights; default initialisation would give logits under 1
     assert RANDOM_LOGIT_STD / 3 < float(low.std()) < RANDOM_LOGIT_STD * 3
     assert float(low.abs().max()) > 10
+
+
+def test_seeded_copies_equal_a_fresh_build_and_stay_apart():
+    """load_decoder of random weights hands out copies of one build per process: a caller changing
+    its copy changes no later one, and every copy equals building the weights anew."""
+    mine, _ = load_decoder("sam_vit_b", None, 5)
+    with torch.no_grad():
+        next(mine.parameters()).add_(1.0)
+    later, _ = load_decoder("sam_vit_b", None, 5)
+    fresh = random_decoder("sam_vit_b", 5)
+    assert later.state_dict().keys() == fresh.state_dict().keys()
+    assert all(torch.equal(later.state_dict()[k], fresh.state_dict()[k]) for k in fresh.state_dict())

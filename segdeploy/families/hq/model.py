@@ -197,12 +197,15 @@ def _upsample_block_order(layers: nn.Sequential, x: torch.Tensor) -> torch.Tenso
 
 
 def conv_transpose_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
-    """A 2x2 stride-2 ConvTranspose on channels-last [N,h,w,Cin] as one GEMM to (Cout,2,2) per pixel
-    with the pixel shuffle after it: [N,2h,2w,Cout]."""
+    """A 2x2 stride-2 ConvTranspose on channels-last [N,h,w,Cin] as one GEMM to (2,2,Cout) per pixel
+    with the pixel shuffle after it: [N,2h,2w,Cout]. The GEMM's columns are ordered (dy, dx, Cout), so
+    the shuffle moves whole Cout-float runs: with (Cout, dy, dx) it gathered single floats, and
+    onnxruntime's CPU Transpose took 8x longer (107 against 13 ms for 16 prompts at ViT-B's 32 x 256x256)."""
     n, h, w, _ = x.shape
     out = conv.out_channels
-    y = (x @ conv.weight.reshape(conv.in_channels, out * 4)).reshape(n, h, w, out, 2, 2) + conv.bias[:, None, None]
-    return y.permute(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, out)
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * out)  # [Cin, (dy, dx, Cout)]
+    y = (x @ weight).reshape(n, h, w, 2, 2, out) + conv.bias
+    return y.permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, out)
 
 
 def conv3x3_channels_last(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

@@ -134,7 +134,7 @@ def export(
     checkpoint: Annotated[Optional[Path], typer.Option(help="SAM/MobileSAM/SAM 2 checkpoint (.pth/.pt) or .safetensors; none: seeded random weights.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random weights when no checkpoint is given.")] = 0,
     opset: Annotated[int, typer.Option(help=f"ONNX opset: {contract.MIN_OPSET}..20, or 23 with --attention onnx.")] = contract.MIN_OPSET,
-    mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0 (SAM 2: the predictor's stability-based choice among tokens 0..3); all: tokens 0..3; best: the official export's return_single_mask choice (--signature official only).")] = MaskOutput.MULTI,
+    mask_output: Annotated[MaskOutput, typer.Option(help="multi: tokens 1..3 (M=3); single: token 0 (SAM 2: the predictor's stability-based choice among tokens 0..3); all: tokens 0..3; best: the official export's one-mask choice (--signature official only; HQ-SAM's official signature takes single or best).")] = MaskOutput.MULTI,
     postprocess: Annotated[Optional[bool], typer.Option("--postprocess/--no-postprocess", help="Include orig_im_size and the full-size `masks` output (default: on; off with --multi-image).", show_default=False)] = None,
     target: Annotated[Target, typer.Option(help="Runtime the graph form is chosen for (see --attention/--upscale).")] = Target.ONNXRUNTIME,
     attention: Annotated[Optional[AttentionForm], typer.Option(help="Attention form; default: the target's (onnxruntime: fewtoken, tensorrt: plain). onnx: the Attention operator, needs --opset 23.")] = None,

@@ -138,8 +138,8 @@ class GraphLayout:
         if self.signature not in self.family.signatures:
             raise ValueError(f"the {self.signature.value} signature is not one of the {self.family.name} family's")
         official = self.signature is Signature.OFFICIAL
-        if official and (self.multi_image or not self.postprocess or self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST)):
-            raise ValueError("the official signature is single-image, postprocessed, with mask output all or best")
+        if official and (self.multi_image or not self.postprocess or self.mask_output not in self.family.official_mask_outputs):
+            raise ValueError(f"the official signature is single-image, postprocessed, with mask output {self.family.official_mask_outputs_text}")
         if not official and self.mask_output is MaskOutput.BEST:
             raise ValueError("mask output best belongs to the official signature")
 

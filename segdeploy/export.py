@@ -84,8 +84,8 @@ class ExportOptions:
         if self.signature is contract.Signature.OFFICIAL:
             if self.multi_image or self.postprocess is False:
                 raise BadInputError("--signature official is the official export's: one image, masks at the original size (drop --multi-image/--no-postprocess)")
-            if self.mask_output not in (MaskOutput.ALL, MaskOutput.BEST):
-                raise BadInputError("--signature official returns SamOnnxModel's masks: use --mask-output all (its four masks) or best (return_single_mask=True)")
+            if self.mask_output not in family.official_mask_outputs:
+                raise BadInputError(f"--signature official returns the {family.title} official export's masks: use --mask-output {family.official_mask_outputs_text}")
         elif self.mask_output is MaskOutput.BEST:
             raise BadInputError("--mask-output best is the official export's selection; use it with --signature official")
         postprocess = not self.multi_image if self.postprocess is None else self.postprocess

@@ -276,23 +276,25 @@ def test_tensorrt_profiles_fix_c():
     assert all(shape[1:] == (64, 64, 1024) for shape in multi["interm_embeddings"])
 
 
-@pytest.mark.parametrize("hq_token_only", [False, True], ids=["fused", "hq-token-only"])
-def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, hq_token_only):
-    """`export --signature official --mask-output best`: the official HQ export's inputs (float sizes,
-    interm_embeddings [4,1,64,64,C], only [0] read), one prompt per call, against segment_anything_hq's
-    own SamOnnxModel (multimask_output=True) run eagerly, which is right at every size (its traced
-    export is not), with the same weights: every input kind, every size, both hq_token_only settings."""
+@pytest.mark.parametrize("mask_output,hq_token_only", [(MaskOutput.BEST, False), (MaskOutput.BEST, True), (MaskOutput.SINGLE, False)],
+                         ids=["best-fused", "best-hq-token-only", "single-fused"])
+def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, mask_output, hq_token_only):
+    """`export --signature official --mask-output best|single`: the official HQ export's inputs (float
+    sizes, interm_embeddings [4,1,64,64,C], only [0] read), one prompt per call, against
+    segment_anything_hq's own SamOnnxModel (multimask_output=True for best, its default False for
+    single) run eagerly, which is right at every size (its traced export is not), with the same
+    weights: every input kind, every size, both hq_token_only settings."""
     import onnxruntime as ort
 
     from segdeploy.contract import Signature
     from segdeploy.families.hq.baseline import import_hq
 
-    options = ExportOptions(variant=VARIANT, signature=Signature.OFFICIAL, mask_output=MaskOutput.BEST, out=tmp_path / "official.onnx",
+    options = ExportOptions(variant=VARIANT, signature=Signature.OFFICIAL, mask_output=mask_output, out=tmp_path / "official.onnx",
                             family_options=(("hq_token_only", "1" if hq_token_only else "0"),))
     session = ort.InferenceSession(str(export_onnx(options).path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     assert names == ["image_embeddings", "interm_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
-    reference = import_hq()["onnx"].SamOnnxModel(official_sam(decoder), hq_token_only=hq_token_only, multimask_output=True).eval()
+    reference = import_hq()["onnx"].SamOnnxModel(official_sam(decoder), hq_token_only=hq_token_only, multimask_output=mask_output is MaskOutput.BEST).eval()
     for size in SIZES[:3]:
         embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)
         interm = np.concatenate([(0.5 * rng.standard_normal((1, 1, 64, 64, CHANNELS))), rng.standard_normal((3, 1, 64, 64, CHANNELS))]).astype(np.float32)
@@ -315,3 +317,16 @@ def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, hq
             assert np.abs(low_res - want_low).max() <= LOW_RES_ABS, (kind, size, np.abs(low_res - want_low).max())
             assert np.abs(scores - want_scores).max() <= SCORE_ABS, (kind, size)
             assert mask_iou(masks[0, 0] > 0, want_masks[0, 0] > 0) >= MASK_IOU, (kind, size)
+
+
+def test_official_signature_mask_outputs_are_the_families_own(tmp_path):
+    """HQ-SAM's official export has one mask (single or best); SAM 1's has all or best: the others are
+    refused in one line that names the choices."""
+    from typer.testing import CliRunner
+
+    from segdeploy.cli import app
+
+    for variant, mask_output, named in ((VARIANT, "all", "single (SamOnnxModel's default"), ("sam_vit_b", "single", "all (SamOnnxModel's four masks)")):
+        result = CliRunner().invoke(app, ["export", "--variant", variant, "--signature", "official", "--mask-output", mask_output, "--out", str(tmp_path / "x.onnx")])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and named in lines[0], result.output

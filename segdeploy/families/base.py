@@ -34,6 +34,9 @@ class Family(ABC):
     image_inputs: tuple[str, ...]
     # The signatures its graphs can have: this contract's, and the reference implementation's own export.
     signatures: tuple[Signature, ...] = (Signature.SEGDEPLOY,)
+    # With the official signature: the mask outputs its official export offers, and how to say so.
+    official_mask_outputs: tuple[MaskOutput, ...] = ()
+    official_mask_outputs_text: str = ""
     # Key prefixes of its official checkpoints (what tells a checkpoint's family).
     checkpoint_prefixes: tuple[str, ...] = ()
 

@@ -37,6 +37,9 @@ class HqFamily(Family):
     default_variant = hq_contract.DEFAULT_VARIANT
     image_inputs = hq_contract.IMAGE_INPUTS
     signatures = (Signature.SEGDEPLOY, Signature.OFFICIAL)
+    official_mask_outputs = (MaskOutput.SINGLE, MaskOutput.BEST)
+    official_mask_outputs_text = ("single (SamOnnxModel's default, multimask_output=False: token 0) or best (multimask_output=True: "
+                                  "the best-scored of tokens 1..3), each plus the HQ token")
     checkpoint_prefixes = ("mask_decoder.hf_token.", "mask_decoder.compress_vit_feat.")
     export_options = (hq_contract.HQ_TOKEN_ONLY,)
 
@@ -63,8 +66,8 @@ class HqFamily(Family):
         return {hq_contract.HQ_TOKEN_ONLY: "1" if self.hq_token_only else "0"}
 
     def layout(self, mask_output=MaskOutput.MULTI, postprocess=True, multi_image=False, signature=Signature.SEGDEPLOY) -> GraphLayout:
-        if signature is Signature.OFFICIAL and mask_output is not MaskOutput.BEST:
-            raise BadInputError("the HQ-SAM official signature returns SamOnnxModel's one mask: use --mask-output best")
+        if signature is Signature.OFFICIAL and mask_output not in self.official_mask_outputs:
+            raise BadInputError(f"the HQ-SAM official signature returns SamOnnxModel's one mask: use --mask-output {self.official_mask_outputs_text}")
         return super().layout(mask_output, postprocess, multi_image, signature)
 
     def input_specs(self, layout):
@@ -156,7 +159,7 @@ class HqFamily(Family):
     def export_baseline(self, decoder, path: Path) -> Path:
         from segdeploy.families.hq.baseline import export_official
 
-        return export_official(decoder, path, self.hq_token_only)
+        return export_official(decoder, path, self.hq_token_only)  # multimask_output=True: baseline_layout's best
 
     def baseline_layout(self):
         return self.layout(MaskOutput.BEST, postprocess=True, signature=Signature.OFFICIAL)

@@ -102,11 +102,13 @@ class HqMultiImageGraph(HqDecoderGraph):
 class HqOfficialSignatureGraph(HqDecoderGraph):
     """segment_anything_hq's SamOnnxModel signature (interm_embeddings [4,1,64,64,C], only [0] read;
     float32 ``orig_im_size``; one prompt per call; one mask out), computed by our decoder, right at
-    every image size. The mask is the official selection with ``multimask_output=True`` (the best
-    scored of tokens 1..3, plus the HQ token) as exported here; ``hq_token_only`` as the graph's."""
+    every image size. The mask is the official selection: with ``multimask`` (its
+    ``multimask_output=True``, ``--mask-output best``) the best scored of tokens 1..3, else token 0
+    (its default, ``--mask-output single``), each plus the HQ token; ``hq_token_only`` as the graph's."""
 
-    def __init__(self, decoder: HqDecoder, form: GraphForm = GraphForm(), hq_token_only: bool = False) -> None:
-        super().__init__(decoder, MaskOutput.MULTI, postprocess=True, form=form, hq_token_only=hq_token_only)
+    def __init__(self, decoder: HqDecoder, form: GraphForm = GraphForm(), hq_token_only: bool = False, multimask: bool = True) -> None:
+        self.multimask = multimask
+        super().__init__(decoder, MaskOutput.MULTI if multimask else MaskOutput.SINGLE, postprocess=True, form=form, hq_token_only=hq_token_only)
 
     def forward(  # type: ignore[override]
         self,
@@ -118,10 +120,12 @@ class HqOfficialSignatureGraph(HqDecoderGraph):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        tokens = (MaskOutput.MULTI if self.multimask else MaskOutput.SINGLE).tokens
         low_res_masks, iou_predictions = self.low_res(
-            image_embeddings, interm_embeddings[0], None, point_coords, point_labels, mask_input, has_mask_input, MaskOutput.MULTI.tokens,
+            image_embeddings, interm_embeddings[0], None, point_coords, point_labels, mask_input, has_mask_input, tokens,
         )
-        low_res_masks, iou_predictions = select_best(low_res_masks, iou_predictions)
+        if self.multimask:
+            low_res_masks, iou_predictions = select_best(low_res_masks, iou_predictions)
         return self.upscale(low_res_masks, orig_im_size.to(torch.int64)), iou_predictions, low_res_masks
 
 
@@ -135,7 +139,7 @@ def select_best(masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, t
 def decoder_graph(decoder: HqDecoder, layout: contract.GraphLayout, form: GraphForm = GraphForm(), hq_token_only: bool = False) -> HqDecoderGraph:
     """The module whose inputs and outputs are ``layout``'s, in ``form``."""
     if layout.official:
-        return HqOfficialSignatureGraph(decoder, form, hq_token_only)
+        return HqOfficialSignatureGraph(decoder, form, hq_token_only, multimask=layout.mask_output is MaskOutput.BEST)
     if layout.multi_image:
         return HqMultiImageGraph(decoder, layout.mask_output, form, hq_token_only)
     return HqDecoderGraph(decoder, layout.mask_output, layout.postprocess, form, hq_token_only)

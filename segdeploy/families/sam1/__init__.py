@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, Signature
+from segdeploy.contract import IMAGE_EMBEDDINGS, ORIG_IM_SIZE, MaskOutput, Signature
 from segdeploy.families.base import Family
 from segdeploy.families.sam1 import contract as sam1_contract
 
@@ -27,6 +27,8 @@ class Sam1Family(Family):
     default_variant = sam1_contract.DEFAULT_VARIANT
     image_inputs = sam1_contract.IMAGE_INPUTS
     signatures = (Signature.SEGDEPLOY, Signature.OFFICIAL)
+    official_mask_outputs = (MaskOutput.ALL, MaskOutput.BEST)
+    official_mask_outputs_text = "all (SamOnnxModel's four masks) or best (return_single_mask=True)"
     checkpoint_prefixes = ("prompt_encoder.", "mask_decoder.")
     unknown_inputs_text = "neither segdeploy's contract nor the official export's signature"
 
@@ -97,8 +99,6 @@ class Sam1Family(Family):
         return export_official(decoder.state_dict(), path)
 
     def baseline_layout(self):
-        from segdeploy.contract import MaskOutput
-
         return self.layout(MaskOutput.ALL, postprocess=True, signature=Signature.OFFICIAL)  # SamOnnxModel, return_single_mask=False
 
 

@@ -107,7 +107,6 @@ class HqOfficialSignatureGraph(HqDecoderGraph):
     (its default, ``--mask-output single``), each plus the HQ token; ``hq_token_only`` as the graph's."""
 
     def __init__(self, decoder: HqDecoder, form: GraphForm = GraphForm(), hq_token_only: bool = False, multimask: bool = True) -> None:
-        self.multimask = multimask
         super().__init__(decoder, MaskOutput.MULTI if multimask else MaskOutput.SINGLE, postprocess=True, form=form, hq_token_only=hq_token_only)
 
     def forward(  # type: ignore[override]
@@ -120,11 +119,10 @@ class HqOfficialSignatureGraph(HqDecoderGraph):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        tokens = (MaskOutput.MULTI if self.multimask else MaskOutput.SINGLE).tokens
         low_res_masks, iou_predictions = self.low_res(
-            image_embeddings, interm_embeddings[0], None, point_coords, point_labels, mask_input, has_mask_input, tokens,
+            image_embeddings, interm_embeddings[0], None, point_coords, point_labels, mask_input, has_mask_input, self.mask_output.tokens,
         )
-        if self.multimask:
+        if self.mask_output is MaskOutput.MULTI:  # multimask_output=True: the best of tokens 1..3
             low_res_masks, iou_predictions = select_best(low_res_masks, iou_predictions)
         return self.upscale(low_res_masks, orig_im_size.to(torch.int64)), iou_predictions, low_res_masks
 

@@ -421,7 +421,7 @@ def serve(
     import signal
 
     from segdeploy.serving.image_store import parse_size
-    from segdeploy.serving.server import ServeOptions, start_server
+    from segdeploy.serving.server import ServeOptions
 
     options = ServeOptions(
         source=model, backend=backend, threads=threads, checkpoint=checkpoint, address=address, http_port=http_port,
@@ -430,31 +430,39 @@ def serve(
         image_store=image_store, image_store_bytes=call(parse_size, image_store_bytes), encoder=encoder,
         max_call_bytes=None if max_call_bytes is None else call(parse_size, max_call_bytes),
     )
-    with spinner_progress("serve") as (step, _):
-        server = start_server(options, step)
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame) -> None:
-        stop["signal"] = signum
+    def on_signal(_signum, _frame) -> None:
         raise KeyboardInterrupt
 
+    # from the start: a SIGTERM while tritonserver comes up (it may answer ready before start_server
+    # returns) stops it as one after would, instead of killing this process outright
     previous = signal.signal(signal.SIGTERM, on_signal)
-    typer.echo(f"serving sam_decoder ({model or 'random weights, eager'}) on Triton Inference Server")
-    typer.echo(f"  KServe v2 HTTP  http://{server.http_url}/v2/models/sam_decoder")
-    typer.echo(f"  KServe v2 gRPC  {server.grpc_url}")
-    typer.echo(f"  metrics         {server.metrics_url}")
-    batching = f"dynamic batching up to {max_batch_size}, {max_queue_delay_us} us queue delay" if dynamic_batching else "no dynamic batching"
-    typer.echo(f"  image store     {image_store} ({image_store_bytes}){'; images by --encoder ' + encoder.name if encoder else ''}")
-    typer.echo(f"  {batching}; Ctrl-C or SIGTERM stops it", err=False)
     try:
-        code = server.wait()
-        raise fail(BadInputError(f"tritonserver exited by itself (code {code}): {server.log_tail(1)}"))
-    except KeyboardInterrupt:
+        _serve_until_stopped(options, model, dynamic_batching, max_batch_size, max_queue_delay_us, image_store, image_store_bytes, encoder)
+    except KeyboardInterrupt:  # start_server, or the loop, has stopped the server
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        server.stop()
     typer.echo("stopped")
+
+
+def _serve_until_stopped(options, model, dynamic_batching, max_batch_size, max_queue_delay_us, image_store, image_store_bytes, encoder) -> None:
+    """Start the server, say where it listens, and wait for Ctrl-C/SIGTERM (KeyboardInterrupt) or its end."""
+    from segdeploy.serving.server import start_server
+
+    with spinner_progress("serve") as (step, _):
+        server = start_server(options, step)
+    try:
+        typer.echo(f"serving sam_decoder ({model or 'random weights, eager'}) on Triton Inference Server")
+        typer.echo(f"  KServe v2 HTTP  http://{server.http_url}/v2/models/sam_decoder")
+        typer.echo(f"  KServe v2 gRPC  {server.grpc_url}")
+        typer.echo(f"  metrics         {server.metrics_url}")
+        batching = f"dynamic batching up to {max_batch_size}, {max_queue_delay_us} us queue delay" if dynamic_batching else "no dynamic batching"
+        typer.echo(f"  image store     {image_store} ({image_store_bytes}){'; images by --encoder ' + encoder.name if encoder else ''}")
+        typer.echo(f"  {batching}; Ctrl-C or SIGTERM stops it", err=False)
+        code = server.wait()
+        raise fail(BadInputError(f"tritonserver exited by itself (code {code}): {server.log_tail(1)}"))
+    finally:
+        server.stop()
 
 
 @app.command("triton-repo")

@@ -241,8 +241,7 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     ``sam_decoder`` is ready; CheckFailedError (with the log's last line) if it never gets there."""
     say = progress or (lambda _message: None)
     check_options(options)
-    find_triton()  # what serving needs, checked before anything starts: one line each
-    libpython_dir()
+    triton, libdir = find_triton(), libpython_dir()  # what serving needs, checked before anything starts: one line each
     if options.source is not None and not Path(options.source).is_file():
         raise BadInputError(f"model not found: {options.source}")
     from segdeploy.serving.image_store import default_shared_path, open_image_store
@@ -269,7 +268,7 @@ def start_server(options: ServeOptions, progress=None) -> RunningServer:
     encoder = None if options.encoder is None else Path(options.encoder).resolve()
     resolved = ServeOptions(**{**options.__dict__, "source": source, "checkpoint": checkpoint, "encoder": encoder})
     write_repository(workspace / "models", resolved, python_paths=_python_paths())
-    return _launch(workspace / "models", options, temp, store_files, say)
+    return _launch(triton, libdir, workspace / "models", options, temp, store_files, say)
 
 
 def serve_repository(models: Path, options: ServeOptions, *, python_paths: list[str] | None = None, progress=None) -> RunningServer:
@@ -278,20 +277,19 @@ def serve_repository(models: Path, options: ServeOptions, *, python_paths: list[
     ``sam_decoder`` is ready. ``python_paths`` go on the server's PYTHONPATH, where that server's
     environment would provide segdeploy."""
     check_options(options)
+    triton, libdir = find_triton(), libpython_dir()
     if not (Path(models) / MODEL_NAME / "config.pbtxt").is_file():
         raise BadInputError(f"{models} holds no {MODEL_NAME}/config.pbtxt; write one with `segdeploy triton-repo`")
     temp = tempfile.TemporaryDirectory(prefix="segdeploy-serve-")
     environment = {"PYTHONPATH": os.pathsep.join(python_paths)} if python_paths else {}
-    return _launch(Path(models).resolve(), options, temp, [], progress or (lambda _message: None), environment)
+    return _launch(triton, libdir, Path(models).resolve(), options, temp, [], progress or (lambda _message: None), environment)
 
 
-def _launch(models: Path, options: ServeOptions, temp: tempfile.TemporaryDirectory, store_files: list[Path], say,
+def _launch(triton: TritonDistribution, libdir: Path, models: Path, options: ServeOptions, temp: tempfile.TemporaryDirectory, store_files: list[Path], say,
             environment: dict[str, str] | None = None) -> RunningServer:
-    """Start tritonserver on the repository ``models`` with the wheel's Python backend, its
-    workspace in ``temp``; wait until ``sam_decoder`` is ready (CheckFailedError with the log's last
-    error line if it never gets there)."""
-    triton = find_triton()
-    libdir = libpython_dir()
+    """Start ``triton`` (find_triton's) on the repository ``models`` with the wheel's Python backend
+    and ``libdir``'s libpython, its workspace in ``temp``; wait until ``sam_decoder`` is ready
+    (CheckFailedError with the log's last error line if it never gets there)."""
     workspace = Path(temp.name)
     backends = workspace / "backends" / "python"
     backends.mkdir(parents=True)
@@ -322,11 +320,14 @@ def _launch(models: Path, options: ServeOptions, temp: tempfile.TemporaryDirecto
     server = RunningServer(process, workspace, options, log_path, temp, store_files)
     deadline = time.monotonic() + STARTUP_SECONDS
     say("waiting for sam_decoder to be ready")
-    while not _ready(options):
-        if not server.is_running() or time.monotonic() > deadline:
-            tail = [line for line in server.log_tail(40).splitlines() if "error" in line.lower() or "failed" in line.lower()]
-            reason = tail[-1].strip() if tail else f"not ready after {STARTUP_SECONDS:.0f}s"
-            server.stop()
-            raise CheckFailedError(f"tritonserver did not bring up {MODEL_NAME}: {reason[:300]}")
-        time.sleep(0.5)
+    try:
+        while not _ready(options):
+            if not server.is_running() or time.monotonic() > deadline:
+                tail = [line for line in server.log_tail(40).splitlines() if "error" in line.lower() or "failed" in line.lower()]
+                reason = tail[-1].strip() if tail else f"not ready after {STARTUP_SECONDS:.0f}s"
+                raise CheckFailedError(f"tritonserver did not bring up {MODEL_NAME}: {reason[:300]}")
+            time.sleep(0.5)
+    except BaseException:  # a failed start, or Ctrl-C/SIGTERM while waiting: the server goes too
+        server.stop()
+        raise
     return server

@@ -285,6 +285,7 @@ def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, ma
     single) run eagerly, which is right at every size (its traced export is not), with the same
     weights: every input kind, every size, both hq_token_only settings."""
     import onnxruntime as ort
+    from test_official_signature import client_feeds
 
     from segdeploy.contract import Signature
     from segdeploy.families.hq.baseline import import_hq
@@ -296,23 +297,12 @@ def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, ma
     assert names == ["image_embeddings", "interm_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
     reference = import_hq()["onnx"].SamOnnxModel(official_sam(decoder), hq_token_only=hq_token_only, multimask_output=mask_output is MaskOutput.BEST).eval()
     for size in SIZES[:3]:
-        embedding = (0.5 * rng.standard_normal((1, 256, 64, 64))).astype(np.float32)
-        interm = np.concatenate([(0.5 * rng.standard_normal((1, 1, 64, 64, CHANNELS))), rng.standard_normal((3, 1, 64, 64, CHANNELS))]).astype(np.float32)
-        for kind in ("click", "clicks", "box+clicks", "mask+click"):
-            prompt = random_prompt(rng, kind, size)
-            scale = 1024 / max(size)
-            coords, labels = prompt["point_coords"] * scale, prompt["point_labels"].astype(np.float32)
-            if "box" in prompt:
-                coords, labels = np.concatenate([coords, prompt["box"].reshape(2, 2) * scale]), np.concatenate([labels, [2.0, 3.0]])
-            else:  # the official client's padding point
-                coords, labels = np.concatenate([coords, [[0.0, 0.0]]]), np.concatenate([labels, [-1.0]])
-            feeds = {"image_embeddings": embedding, "interm_embeddings": interm, "point_coords": coords[None].astype(np.float32),
-                     "point_labels": labels[None].astype(np.float32),
-                     "mask_input": prompt.get("mask_input", np.zeros((1, 256, 256), np.float32))[None].astype(np.float32),
-                     "has_mask_input": np.array([1.0 if "mask_input" in prompt else 0.0], np.float32), "orig_im_size": np.array(size, np.float32)}
+        for feeds in client_feeds(rng, size):  # the official client's prompts, plus the early ViT features
+            feeds["interm_embeddings"] = np.concatenate([0.5 * rng.standard_normal((1, 1, 64, 64, CHANNELS)), rng.standard_normal((3, 1, 64, 64, CHANNELS))]).astype(np.float32)
             masks, scores, low_res = session.run(["masks", "iou_predictions", "low_res_masks"], feeds)
             with torch.no_grad():
                 want_masks, want_scores, want_low = (t.numpy() for t in reference(**{k: torch.from_numpy(v) for k, v in feeds.items()}))
+            kind = feeds["point_labels"].tolist()
             assert masks.shape == want_masks.shape == (1, 1, *size), (kind, size)
             assert np.abs(low_res - want_low).max() <= LOW_RES_ABS, (kind, size, np.abs(low_res - want_low).max())
             assert np.abs(scores - want_scores).max() <= SCORE_ABS, (kind, size)

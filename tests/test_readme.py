@@ -340,8 +340,8 @@ class ReadmeChecker:
         """A ``.plan`` a TensorRT command reads that no build here could write: a stand-in file and a
         sidecar naming the newest export, so the command gets past "engine not found" to what the
         README promises (the TensorRT it lacks)."""
-        from segdeploy.tensorrt.profiles import EngineProfile
-        from segdeploy.tensorrt.sidecar import Sidecar
+        from test_tensorrt_cpu import sidecar
+
         from segdeploy.weights import file_sha256
 
         graph = max((self.workdir / "export").glob("*.onnx"), key=lambda p: p.stat().st_mtime, default=None)
@@ -352,11 +352,7 @@ class ReadmeChecker:
                 continue
             plan.parent.mkdir(parents=True, exist_ok=True)
             plan.write_bytes(b"a stand-in: no TensorRT here to build the real plan")
-            plan.with_suffix(".json").write_text(Sidecar(
-                segdeploy_version="0", tensorrt_version="10.14.1", gpu_name="NVIDIA H200", compute_capability="9.0",
-                cuda_version="12.8", precision="fp16", typing="strong", profiles=[EngineProfile().to_dict()], io=[],
-                onnx_path=str(graph.relative_to(self.workdir)), onnx_sha256=file_sha256(graph), onnx_opset=17, build_flags={},
-            ).to_json())
+            plan.with_suffix(".json").write_text(sidecar(onnx_path=str(graph.relative_to(self.workdir)), onnx_sha256=file_sha256(graph)).to_json())
 
     def expand(self, argv: list[str]) -> list[str]:
         """Paths to this environment's tools, globs, placeholders, missing checkpoints, small sizes."""

@@ -28,6 +28,7 @@ from segdeploy.forms import (
     upscale_unsupported,
 )
 from segdeploy.graph_io import set_metadata, write_atomically
+from segdeploy.graph_branches import apply_branches
 from segdeploy.graph_passes import optimize_graph
 from segdeploy.rewrites import apply_rules
 from segdeploy.registry import default_variant, family_metadata, family_of_variant, load_decoder
@@ -245,6 +246,9 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     if form.attention is AttentionForm.ONNX:
         say("fusing attention blocks into Attention operators")
         model, _ = fuse_attention(model, options.opset)
+    if options.target is Target.ONNXRUNTIME:
+        say("putting the mask input's embedding and identity crops behind If nodes (segdeploy.graph_branches)")
+        apply_branches(model, decoder.prompt_encoder.no_mask_embed.weight.detach().numpy())
     if options.target is Target.ONNXRUNTIME and form.precision is Precision.FP32:
         say("fusing for onnxruntime (segdeploy.rewrites)")
         model, _ = apply_rules(model)

@@ -36,7 +36,7 @@ def _has_gpu() -> bool:
 
 
 NEEDS_BUILDS = pytest.StashKey[bool]()
-READS_BACKGROUND_EXPORTS = ("test_export_identity.py", "test_forms_matrix.py")  # the identity manifest's graphs
+READS_BACKGROUND_EXPORTS = ("test_export_identity.py", "test_forms_matrix.py", "test_graph_branches.py")  # the identity manifest's graphs
 
 
 def pytest_collection_modifyitems(config, items):

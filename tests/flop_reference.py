@@ -6,8 +6,11 @@ matrix products and convolutions. Tests compare segdeploy's counter (which reads
 from __future__ import annotations
 
 
-def sam_decoder_flops(points: int, masks: int, embed: int = 256, image_side: int = 64, depth: int = 2, mlp: int = 2048, downsample: int = 2) -> int:
-    """FLOPs of one prompt with ``points`` point slots, computing ``masks`` mask tokens' outputs."""
+def sam_decoder_flops(
+    points: int, masks: int, embed: int = 256, image_side: int = 64, depth: int = 2, mlp: int = 2048, downsample: int = 2, mask_input: bool = True,
+) -> int:
+    """FLOPs of one prompt with ``points`` point slots, computing ``masks`` mask tokens' outputs
+    (``mask_input``: with the mask-input downscaling convs, which a graph may skip without one)."""
     tokens = 1 + 4 + points  # the IoU token, SAM's 4 mask tokens, one per point
     image = image_side * image_side
     c, d = embed, embed // downsample
@@ -25,5 +28,6 @@ def sam_decoder_flops(points: int, masks: int, embed: int = 256, image_side: int
     total += masks * (2 * mm(1, c, c) + mm(1, c, c // 8))  # hypernetwork MLPs of the computed tokens
     total += 2 * mm(1, c, c) + mm(1, c, 4)  # IoU head
     total += mm(masks, c // 8, 16 * image)  # masks = hypernetwork outputs @ upscaled embedding
-    total += mm(128 * 128, 1 * 4, 4) + mm(64 * 64, 4 * 4, 16) + mm(image, 16, c)  # mask-input downscaling convs
+    if mask_input:
+        total += mm(128 * 128, 1 * 4, 4) + mm(64 * 64, 4 * 4, 16) + mm(image, 16, c)  # mask-input downscaling convs
     return total

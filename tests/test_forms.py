@@ -26,14 +26,16 @@ def test_targets_pick_their_forms(tmp_path):
     assert ExportOptions(target=Target.TENSORRT, attention=AttentionForm.FEWTOKEN).form.attention is AttentionForm.FEWTOKEN
 
 
-def flops_per_prompt(path, points: int) -> float:
+def flops_per_prompt(path, points: int, has_mask_input: float = 0.0) -> float:
     feeds = bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), postprocess=True, family=SAM1)
+    feeds["has_mask_input"] = np.full_like(feeds["has_mask_input"], has_mask_input)
     return count_flops(path, feeds).per_prompt
 
 
 def test_counted_flops(exported, tmp_path):
     """The counter against an independent closed-form count of SAM's decoder (tests/flop_reference.py),
-    on our plain form and on the official export; the claims about our forms are relative to it."""
+    on our plain form (its mask-input convs run only with a mask input: segdeploy.graph_branches) and
+    on the official export (always runs them); the claims about our forms are relative to it."""
     from flop_reference import sam_decoder_flops
 
     from segdeploy.families.sam1.baseline import export_official
@@ -43,11 +45,12 @@ def test_counted_flops(exported, tmp_path):
     plain = export_onnx(ExportOptions(attention=AttentionForm.PLAIN, upscale=UpscaleForm.CONVTRANSPOSE, out=tmp_path / "p.onnx")).path
     official = export_official(load_decoder(seed=0)[0].state_dict(), tmp_path / "official.onnx")
     for points in (3, 12):
-        assert abs(flops_per_prompt(plain, points) / sam_decoder_flops(points, masks=3) - 1) <= 0.01, points
+        assert abs(flops_per_prompt(plain, points) / sam_decoder_flops(points, masks=3, mask_input=False) - 1) <= 0.01, points
+        assert abs(flops_per_prompt(plain, points, has_mask_input=1.0) / sam_decoder_flops(points, masks=3) - 1) <= 0.01, points
         feeds = official_feeds(bench_feeds(1, points, (1024, 1024), np.random.default_rng(0), postprocess=True, family=SAM1), 0, SAM1.image_inputs)
         assert abs(count_flops(official, feeds).per_prompt / sam_decoder_flops(points, masks=4) - 1) <= 0.01, points
     # the default onnxruntime form at SAM's usual 3 point slots: at most 60% of SAM's plain count
-    assert flops_per_prompt(exported.path, 3) <= 0.6 * sam_decoder_flops(3, masks=3)
+    assert flops_per_prompt(exported.path, 3) <= 0.6 * sam_decoder_flops(3, masks=3, mask_input=False)
     # the few-token form stays below the plain one up to 12 point slots (17 tokens)
     assert flops_per_prompt(exported.path, 12) < flops_per_prompt(plain, 12)
 

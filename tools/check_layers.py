@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segdeploy.prompts", "segdeploy.cases", "segdeploy.weights"),  # what every family's folder builds on
     ("segdeploy.families",),  # one folder per family, and the interface
     ("segdeploy.registry",),  # names -> families
-    ("segdeploy.graph_passes", "segdeploy.attention_op", "segdeploy.flops", "segdeploy.compare",
+    ("segdeploy.graph_passes", "segdeploy.graph_branches", "segdeploy.attention_op", "segdeploy.flops", "segdeploy.compare",
      "segdeploy.provenance", "segdeploy.info", "segdeploy.export", "segdeploy.rewrites", "segdeploy.floor"),
     ("segdeploy.runners", "segdeploy.aoti", "segdeploy.tensorrt"),  # backends
     ("segdeploy.runtime", "segdeploy.verify", "segdeploy.bench"),

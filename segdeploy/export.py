@@ -27,7 +27,7 @@ from segdeploy.forms import (
     default_upscale,
     upscale_unsupported,
 )
-from segdeploy.graph_io import set_metadata, write_atomically
+from segdeploy.graph_io import all_nodes, set_metadata, write_atomically
 from segdeploy.graph_branches import apply_branches
 from segdeploy.graph_passes import optimize_graph
 from segdeploy.rewrites import apply_rules
@@ -261,14 +261,15 @@ def export_onnx(options: ExportOptions, progress: Progress | None = None) -> Exp
     data = model.SerializeToString(deterministic=True)
     say(f"writing {path}")
     write_atomically(Path(path), data)
-    ops = Counter(node.op_type for node in model.graph.node)
+    nodes = all_nodes(model.graph)
+    ops = Counter(node.op_type for node in nodes)
     return ExportReport(
         path=Path(path),
         weights=weights,
         opset=options.opset,
         mask_output=options.mask_output.value,
         postprocess=layout.postprocess,
-        node_count=len(model.graph.node),
+        node_count=len(nodes),
         op_counts=dict(sorted(ops.items())),
         size_bytes=len(data),
         seconds=time.perf_counter() - started,

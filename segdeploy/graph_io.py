@@ -91,6 +91,17 @@ def load_graph(path: Path) -> onnx.ModelProto:
     return model
 
 
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The graph's nodes and, after each, the nodes of its subgraphs (an ``If``'s two sides)."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                nodes.extend(all_nodes(subgraph))
+    return nodes
+
+
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
     """Store segdeploy's metadata (prefixed keys) in the model, replacing earlier values."""
     keep = [p for p in model.metadata_props if not p.key.startswith(contract.META_PREFIX)]

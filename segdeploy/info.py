@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from segdeploy.contract import TensorSpec
-from segdeploy.graph_io import graph_opset, load_graph, read_metadata, value_specs
+from segdeploy.graph_io import all_nodes, graph_opset, load_graph, read_metadata, value_specs
 
 
 @dataclass
@@ -28,7 +28,8 @@ class GraphInfo:
 
 def describe_graph(path: Path) -> GraphInfo:
     model = load_graph(path)
-    ops = Counter(node.op_type for node in model.graph.node)
+    nodes = all_nodes(model.graph)
+    ops = Counter(node.op_type for node in nodes)
     return GraphInfo(
         path=str(path),
         size_bytes=Path(path).stat().st_size,
@@ -37,7 +38,7 @@ def describe_graph(path: Path) -> GraphInfo:
         metadata=read_metadata(model),
         inputs=value_specs(model.graph.input),
         outputs=value_specs(model.graph.output),
-        node_count=len(model.graph.node),
+        node_count=len(nodes),
         op_counts=dict(ops.most_common()),
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.graph_io import load_graph
+from segdeploy.graph_io import all_nodes, load_graph
 from segdeploy.tensorrt.environment import check_trt_version, parse_version
 
 DEFAULT_TRT_VERSION = "10.14"
@@ -76,7 +76,7 @@ class _Graph:
 
         self.model = model
         graph = model.graph
-        self.nodes = list(graph.node)
+        self.nodes = all_nodes(graph)  # TensorRT parses an If's sides too
         self.producer = {out: node for node in self.nodes for out in node.output}
         self.consumers: dict[str, list] = defaultdict(list)
         for node in self.nodes:

@@ -9,8 +9,8 @@ side computes on such inputs (the same bits), so the graph's function is unchang
   no_mask exactly for finite x. A first click (SamPredictor's ``mask_input=None``) takes that side.
 - ``identity_crop``: SAM's postprocessing (bilinear x4 to the model frame, crop the padding,
   bilinear to H x W) is one Resize when the crop and the second resize keep every pixel (the
-  upsample's size equals the crop's and the original size: a 1024x1024 image). The crop and the
-  second resize each copy the whole [B,M,H,W] output, twice the floor's one pass at B=16.
+  upsample's size equals the crop's and the original size: a 1024x1024 image). There the crop
+  and the second resize would each copy the whole [B,M,H,W] output once more.
 
 Both are protobuf passes, not onnxscript rewriter rules: they move a cone of nodes whose size and
 shape vary by family and form into If subgraphs, and the rewriter's patterns match a fixed subgraph
@@ -19,7 +19,6 @@ and replace it with nodes of the same graph.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
@@ -27,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from segdeploy import contract
+from segdeploy.graph_passes import consumers
 
 MASK_INPUT = contract.MASK_INPUT.name
 HAS_MASK_INPUT = contract.HAS_MASK_INPUT.name
@@ -36,14 +36,6 @@ def apply_branches(model: onnx.ModelProto, no_mask: np.ndarray) -> dict[str, int
     """Apply every branch pass in place (``no_mask``: the prompt encoder's no-mask embedding [C]);
     returns how many Ifs each added."""
     return {"mask_embedding": branch_mask_embedding(model, no_mask), "identity_crop": branch_identity_crop(model)}
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    users: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            users[name].append(node)
-    return users
 
 
 def _forward_cone(users: dict[str, list[onnx.NodeProto]], starts: Iterable[str]) -> set[int]:
@@ -123,7 +115,7 @@ def branch_mask_embedding(model: onnx.ModelProto, no_mask: np.ndarray) -> int:
         return 0
     no_mask = np.asarray(no_mask, np.float32).reshape(-1)
     channels = no_mask.size
-    users = _consumers(graph)
+    users = consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
     mask_cone = _forward_cone(users, [MASK_INPUT])
     other_inputs = inputs - {MASK_INPUT, HAS_MASK_INPUT}
@@ -222,7 +214,7 @@ def branch_identity_crop(model: onnx.ModelProto) -> int:
     graph = model.graph
     done = 0
     while True:
-        users = _consumers(graph)
+        users = consumers(graph)
         producer = {o: n for n in graph.node for o in n.output}
         match = None
         for last in graph.node:

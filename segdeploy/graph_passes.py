@@ -68,7 +68,8 @@ def onnxscript_optimize(model: onnx.ModelProto) -> onnx.ModelProto:
     return ir.serde.serialize_model(graph)
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes reading each value, by name."""
     users: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -111,7 +112,7 @@ def merge_slice_chains(model: onnx.ModelProto) -> int:
     only the second, by one Slice over a and b. Returns how many Slices were removed."""
     graph = model.graph
     constants = _constant_values(graph)
-    users = _consumers(graph)
+    users = consumers(graph)
     merged = 0
     nodes = list(graph.node)
     removed: set[int] = set()

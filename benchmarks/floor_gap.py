@@ -12,6 +12,11 @@
         G with idle workers spinning (onnxruntime's default) and not (session.intra_op.allow_spinning=0),
         interleaved: the session option OrtRunner.spinning sets
 
+    PYTHONPATH=. python benchmarks/floor_gap.py settle G.onnx [--prompts 1] [--runs 12]
+        G, the floor's MatMul and its Resize called 12 times each in turn, --runs rounds, no settling:
+        the median time per call position after a session switch (how long each takes to get back
+        to speed; segdeploy.floor.SETTLE_S is chosen from it)
+
 Feeds are `segdeploy bench`'s: 3 point slots, 1024x1024 original size, 2 threads."""
 
 from __future__ import annotations
@@ -117,9 +122,41 @@ def spin(path: str, prompts: int, runs: int, repeats: int, threads: int = 2) -> 
     return results
 
 
+def settle(path: str, prompts: int, rounds: int, calls: int = 12, threads: int = 2) -> dict[str, list[float]]:
+    """Median ms per call position (0 = first after another session ran) for G and its floor graphs."""
+    import time
+
+    import onnxruntime as ort
+
+    from segdeploy.flops import count_flops
+    from segdeploy.floor import floor_graphs, matmul_shape
+
+    feeds = feeds_for(path, prompts)
+    flops = count_flops(path, feeds).total
+    masks = session(path, threads).run(["masks"], feeds)[0].shape
+    matmul_model, resize_model = floor_graphs(flops, masks[1], prompts, tuple(masks[2:]), 0)
+    m, k, _ = matmul_shape(flops)
+    rng = np.random.default_rng(0)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    runs = {
+        "graph": (session(path, threads), feeds),
+        "matmul": (ort.InferenceSession(matmul_model.SerializeToString(), options), {"a": rng.standard_normal((m, k), dtype=np.float32)}),
+        "resize": (ort.InferenceSession(resize_model.SerializeToString(), options), {"low_res": rng.standard_normal((prompts, masks[1], 256, 256), dtype=np.float32)}),
+    }
+    times: dict[str, list[list[float]]] = {label: [[] for _ in range(calls)] for label in runs}
+    for _ in range(rounds):
+        for label, (sess, inputs) in runs.items():
+            for position in range(calls):
+                started = time.perf_counter()
+                sess.run(None, inputs)
+                times[label][position].append(1000 * (time.perf_counter() - started))
+    return {label: [float(np.median(v)) for v in per_position] for label, per_position in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["profile", "ab", "floor", "spin"])
+    parser.add_argument("mode", choices=["profile", "ab", "floor", "spin", "settle"])
     parser.add_argument("graphs", nargs="+")
     parser.add_argument("--prompts", default="1")
     parser.add_argument("--runs", type=int, default=25)
@@ -143,6 +180,11 @@ def main() -> None:
             ratios = [r["ratio"] for r in rows]
             print(f"B={b}: new/old median {np.median(ratios):.3f} (range {min(ratios):.3f}..{max(ratios):.3f})")
             out.append({"prompts": b, "repeats": rows})
+        elif args.mode == "settle":
+            medians = settle(args.graphs[0], b, args.runs)
+            for label, row in medians.items():
+                print(f"B={b} {label:6s} " + " ".join(f"{ms:.1f}" for ms in row))
+            out.append({"prompts": b, "ms_by_position": medians})
         elif args.mode == "spin":
             rows = spin(args.graphs[0], b, args.runs, args.repeats)
             for row in rows:

@@ -3,8 +3,9 @@ FLOPs at onnxruntime's GEMM speed, plus the output pass the contract cannot avoi
 of the low-res masks to the graph's mask output size). Ours is reported as a ratio of that floor.
 
 The graph, the MatMul and the Resize run in one process on three sessions with onnxruntime's default
-options, interleaved in short blocks: each block is one untimed call (the previous session's idle
-workers stop spinning and the caches take this session's data) and then ``block`` timed calls."""
+options, interleaved in short blocks: each block is untimed calls for ``SETTLE_S`` (the previous
+session's idle workers stop spinning and the caches take this session's data) and then ``block``
+timed calls."""
 
 from __future__ import annotations
 
@@ -178,15 +179,29 @@ def measure_floor(
     )
 
 
-def time_interleaved(calls: Mapping[str, Callable[[], object]], runs: int, block: int) -> tuple[dict[str, list[float]], tuple[str, ...]]:
-    """Rounds of blocks over ``calls`` in order until each has ``runs`` timed calls: per block one
-    untimed call, then up to ``block`` timed ones. Returns seconds per label and the block order."""
+SETTLE_S = 0.15  # untimed calls per block, at least this long: the session before goes quiet
+
+
+def time_interleaved(
+    calls: Mapping[str, Callable[[], object]], runs: int, block: int, settle_s: float = SETTLE_S,
+) -> tuple[dict[str, list[float]], tuple[str, ...]]:
+    """Rounds of blocks over ``calls`` in order until each has ``runs`` timed calls: per block
+    untimed calls for ``settle_s`` (one at least), then up to ``block`` timed ones. Returns seconds
+    per label and the block order.
+
+    The settling is timed, not counted: after our graph's session, onnxruntime's idle workers keep
+    spinning for a while, and the floor's MatMul ran 15.4, 14.6, 10.7, 11.3 ms in its first four
+    calls and 6.4-6.7 ms from the fifth on (B=1, 2 threads, this project's VM). One settling call
+    left those slow calls in the timed block, and the floor looked ~1.5x slower than it is."""
     times: dict[str, list[float]] = {label: [] for label in calls}
     order: list[str] = []
     while any(len(t) < runs for t in times.values()):
         for label, call in calls.items():
             count = min(block, runs - len(times[label]))
+            settle_until = time.perf_counter() + settle_s
             call()  # settle: the previous session's workers stop spinning, caches take this one's data
+            while time.perf_counter() < settle_until:
+                call()
             for _ in range(count):
                 started = time.perf_counter()
                 call()

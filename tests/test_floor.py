@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -51,7 +53,7 @@ def test_floor_graphs_run_and_resize_is_torch_bilinear(rng, out_size):
 def test_blocks_alternate():
     calls: list[str] = []
     fakes = {label: (lambda label=label: calls.append(label)) for label in ("graph", "matmul", "resize")}
-    times, order = time_interleaved(fakes, runs=7, block=3)
+    times, order = time_interleaved(fakes, runs=7, block=3, settle_s=0.0)
     assert {label: len(t) for label, t in times.items()} == {"graph": 7, "matmul": 7, "resize": 7}
     assert order == ("graph", "matmul", "resize") * 3
     expected = [label for count in (3, 3, 1) for label in ("graph",) * (count + 1) + ("matmul",) * (count + 1) + ("resize",) * (count + 1)]
@@ -78,3 +80,21 @@ def test_measure_floor_takes_a_model(exported_model, rng):
     feeds = bench_feeds(1, 2, (64, 64), rng, postprocess=True, family=SAM1)
     report = measure_floor(exported_model, feeds, runs=1, block=1, threads=1)
     assert report.order == ("graph", "matmul", "resize") and report.threads == 1 and report.ratio > 0
+
+
+def test_settling_is_timed_not_counted():
+    """Each block settles for settle_s of untimed calls (a session that needs several calls to get
+    back to speed after another's gets them all), then times its block."""
+    log: list[str] = []
+
+    def fake(label):
+        def call():
+            log.append(label)
+            time.sleep(0.01)
+        return call
+
+    times, order = time_interleaved({"a": fake("a"), "b": fake("b")}, runs=2, block=2, settle_s=0.05)
+    assert {label: len(t) for label, t in times.items()} == {"a": 2, "b": 2} and order == ("a", "b")
+    switch = log.index("b")
+    assert set(log[:switch]) == {"a"} and set(log[switch:]) == {"b"}
+    assert switch >= 5 + 2 and len(log) - switch >= 5 + 2  # >= 5 settling calls of 10 ms in 50 ms, then 2 timed

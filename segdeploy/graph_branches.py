@@ -74,6 +74,13 @@ def _self_contained(graph: onnx.GraphProto, users, branch: set[int], result: str
     return True
 
 
+def _copies(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    return copies
+
+
 def _float_output(name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
 
@@ -160,7 +167,9 @@ def branch_mask_embedding(model: onnx.ModelProto, no_mask: np.ndarray) -> int:
         helper.make_node("Expand", [no_mask_name, f"{stem}/has_shape"], [f"{stem}/per_has"]),
         helper.make_node("Expand", [f"{stem}/per_has", f"{stem}/mask_shape"], [f"{stem}/dense"]),
     ]
-    then_nodes = [n for n in graph.node if id(n) in branch]
+    then_nodes = _copies([n for n in graph.node if id(n) in branch])
+    for node in then_nodes:  # the side's result gets a name of its own: the If's output keeps `dense`
+        node.output[:] = [f"{stem}/with_mask" if name == dense else name for name in node.output]
     cond_nodes = [  # not all zero (a NaN is not zero: it takes the full side, as before)
         helper.make_node("Equal", [HAS_MASK_INPUT, zero_name], [f"{stem}/is_zero"]),
         helper.make_node("Cast", [f"{stem}/is_zero"], [f"{stem}/is_zero_int"], to=TensorProto.INT64),
@@ -170,7 +179,7 @@ def branch_mask_embedding(model: onnx.ModelProto, no_mask: np.ndarray) -> int:
     ]
     if_node = helper.make_node(
         "If", [f"{stem}/any_mask"], [dense], name=f"{stem}/If",
-        then_branch=helper.make_graph(then_nodes, "with_mask_input", [], [_float_output(dense)]),
+        then_branch=helper.make_graph(then_nodes, "with_mask_input", [], [_float_output(f"{stem}/with_mask")]),
         else_branch=helper.make_graph(else_nodes, "without_mask_input", [], [_float_output(f"{stem}/dense")]),
     )
     _replace_with_if(graph, branch, cond_nodes, if_node)
@@ -258,15 +267,13 @@ def branch_identity_crop(model: onnx.ModelProto) -> int:
             helper.make_node("Shape", [first.input[0]], [f"{stem}/leading"], end=2),
             helper.make_node("Concat", [f"{stem}/leading", last_hw], [f"{stem}/last_sizes"], axis=0),
         ]
-        one_resize, upsample, cut, resize = (onnx.NodeProto() for _ in range(4))
-        for copy, node in ((one_resize, first), (upsample, first), (cut, crop), (resize, last)):
-            copy.CopyFrom(node)
-        one_resize.name, one_resize.output[0] = f"{stem}/Resize", f"{stem}/masks"
-        resize.input[3] = f"{stem}/last_sizes"
+        one_resize, upsample, cut, resize = _copies([first, first, crop, last])
+        one_resize.name, one_resize.output[0] = f"{stem}/Resize", f"{stem}/upsampled"
+        resize.input[3], resize.output[0] = f"{stem}/last_sizes", f"{stem}/resized"
         if_node = helper.make_node(
             "If", [f"{stem}/identity"], [last.output[0]], name=f"{stem}/If",
-            then_branch=helper.make_graph([one_resize], "upsample_only", [], [_float_output(f"{stem}/masks")]),
-            else_branch=helper.make_graph([upsample, cut, resize], "crop_and_resize", [], [_float_output(last.output[0])]),
+            then_branch=helper.make_graph([one_resize], "upsample_only", [], [_float_output(f"{stem}/upsampled")]),
+            else_branch=helper.make_graph([upsample, cut, resize], "crop_and_resize", [], [_float_output(f"{stem}/resized")]),
         )
         _replace_with_if(graph, branch, cond_nodes, if_node)
         done += 1

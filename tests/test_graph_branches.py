@@ -16,6 +16,7 @@ import export_identity
 from test_rewrites import traced
 from segdeploy.bench import bench_feeds
 from segdeploy.graph_branches import apply_branches
+from segdeploy.graph_io import all_nodes
 from segdeploy.registry import family_of_variant, load_decoder
 
 # Ifs per pass on each family's default graph: SAM 2 resizes straight to the original size (no crop)
@@ -65,6 +66,8 @@ def test_each_pass_fires_where_its_pattern_is(graphs):
     variant, _, branched, counts = graphs
     assert counts == FIRES[variant]
     assert sum(n.op_type == "If" for n in branched.graph.node) == sum(counts.values())
+    made = [name for node in all_nodes(branched.graph) for name in node.output]
+    assert len(made) == len(set(made)), "a value named twice across the graph and the If sides"
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from segdeploy.contract import ORIG_IM_SIZE, GraphLayout, MaskOutput, Signature
+from segdeploy.contract import ORIG_IM_SIZE, MaskOutput, Signature
 from segdeploy.errors import BadInputError
 from segdeploy.families.base import Family
 from segdeploy.families.hq import contract as hq_contract
@@ -64,11 +64,6 @@ class HqFamily(Family):
 
     def bound_metadata(self):
         return {hq_contract.HQ_TOKEN_ONLY: "1" if self.hq_token_only else "0"}
-
-    def layout(self, mask_output=MaskOutput.MULTI, postprocess=True, multi_image=False, signature=Signature.SEGDEPLOY) -> GraphLayout:
-        if signature is Signature.OFFICIAL and mask_output not in self.official_mask_outputs:
-            raise BadInputError(f"the HQ-SAM official signature returns SamOnnxModel's one mask: use --mask-output {self.official_mask_outputs_text}")
-        return super().layout(mask_output, postprocess, multi_image, signature)
 
     def input_specs(self, layout):
         return hq_contract.input_specs(layout, self.channels)

@@ -25,7 +25,7 @@ import numpy as np
 from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.errors import BadInputError
-from segdeploy.limits import RequestLimits
+from segdeploy.limits import DEFAULT_BENCH_CALL_BYTES, RequestLimits
 from segdeploy.prompts import check_resizable
 from segdeploy.graph_io import load_graph, read_metadata, write_atomically
 from segdeploy.provenance import graph_layout, resolve_weights
@@ -41,11 +41,6 @@ DEFAULT_POINTS = (2, 6)
 DEFAULT_RESULTS = Path("benchmarks/results")
 BURN_IN_SECONDS = 2.0
 Progress = Callable[[int, int, str], None]
-
-
-# A bench call is one batch of --prompts, not split as Decoder and serve split theirs: refuse a sweep
-# whose largest call's estimated peak exceeds this (the default sweep's, 64 prompts at 1024x1024, is ~4 GiB).
-DEFAULT_BENCH_CALL_BYTES = 8 << 30
 
 
 @dataclass(frozen=True)

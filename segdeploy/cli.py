@@ -16,7 +16,7 @@ from segdeploy import contract
 from segdeploy.version import __version__
 from segdeploy.contract import MaskOutput, Signature
 from segdeploy.errors import BadInputError, SegdeployError
-from segdeploy.limits import MAX_CASES, MAX_PROMPTS, MAX_RUNS, MAX_SEED, MAX_THREADS
+from segdeploy.limits import DEFAULT_BENCH_CALL_BYTES, MAX_CASES, MAX_PROMPTS, MAX_RUNS, MAX_SEED, MAX_THREADS
 from segdeploy.forms import AttentionForm, Precision, Target, UpscaleForm
 from segdeploy.registry import all_variants, default_variant, families
 
@@ -246,7 +246,7 @@ def bench(
     name: Annotated[str, typer.Option(help="File name stem of the results.")] = "bench",
     images: Annotated[int, typer.Option(min=1, max=MAX_PROMPTS, help="Multi-image graphs: spread each call's prompts over this many images.")] = 1,
     floor: Annotated[bool, typer.Option("--floor/--no-floor", help="Measure each cell's floor on this machine (one MatMul with the graph's matrix FLOPs + the Resize of the masks to the original size, interleaved with the graph) and report ours as a ratio of it.")] = True,
-    max_call_bytes: Annotated[str, typer.Option(help="Refuse a sweep whose largest call (all of --prompts in one batch) would need more memory than this, estimated, e.g. 8GiB.")] = "8GiB",
+    max_call_bytes: Annotated[str, typer.Option(help="Refuse a sweep whose largest call (all of --prompts in one batch) would need more memory than this, estimated, e.g. 8GiB.")] = f"{DEFAULT_BENCH_CALL_BYTES >> 30}GiB",
 ) -> None:
     """Measure latency per prompt over prompts per call and points per prompt."""
     from segdeploy.bench import BenchOptions, render_bench, run_bench

@@ -15,6 +15,9 @@ MAX_POINTS = 64  # point slots per prompt, box corners and SAM's padding point i
 MAX_THREADS = 1024  # onnxruntime and torch threads
 MAX_CASES = 10000  # verify cases (each runs the graph and the eager model)
 MAX_RUNS = 100000  # timed (or warm-up) calls per bench cell
+# A bench call is one batch of --prompts, not split as Decoder and serve split theirs: refuse a sweep
+# whose largest call's estimated peak exceeds this (the default sweep's, 64 prompts at 1024x1024, is ~4 GiB).
+DEFAULT_BENCH_CALL_BYTES = 8 << 30
 MAX_SEED = 2**63 - 1  # seeds (random weights, case draws) are 0..MAX_SEED: torch's and numpy's common range
 
 

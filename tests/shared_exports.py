@@ -1,7 +1,7 @@
 """The session's exports, each made once by whichever process claims it first: the test process (the
 ``export_graph`` fixture) or the background process (tests/background_builds.py), which exports the
 identity manifest's 35 graphs on the core the suite leaves idle while the early tests run. conftest
-moves the tests that read those graphs (tests/test_export_identity.py, test_forms_matrix.py) late.
+moves the tests that read those graphs (its READS_BACKGROUND_EXPORTS) late.
 
 A claim is a file created with O_EXCL; the claimant writes the export's report (pickled) next to the
 graph, and any other process asking for the same options waits for that report. Exports are

@@ -288,7 +288,6 @@ def test_official_signature_graph_equals_samonnxmodel(decoder, tmp_path, rng, ma
     from test_official_signature import client_feeds
 
     from segdeploy.contract import Signature
-    from segdeploy.families.hq.baseline import import_hq
 
     options = ExportOptions(variant=VARIANT, signature=Signature.OFFICIAL, mask_output=mask_output, out=tmp_path / "official.onnx",
                             family_options=(("hq_token_only", "1" if hq_token_only else "0"),))

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from segdeploy.families.sam1.baseline import export_official
 from segdeploy.cli import app
-from segdeploy.contract import MaskOutput, Signature
+from segdeploy.compare import binarized_iou
+from segdeploy.contract import TOLERANCES, MaskOutput, Signature
 from segdeploy.families.sam1.contract import OFFICIAL_INPUTS
 from segdeploy.export import ExportOptions, export_onnx
 from segdeploy.graph_io import value_specs
@@ -62,11 +63,6 @@ def client_feeds(rng: np.random.Generator, size: tuple[int, int]) -> list[dict[s
     return feeds
 
 
-def binary_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a > 0, b > 0).sum()
-    return float(np.logical_and(a > 0, b > 0).sum() / union) if union else 1.0
-
-
 @pytest.mark.parametrize("output", [MaskOutput.ALL, MaskOutput.BEST], ids=["all", "best"])
 def test_equals_samonnxmodel_at_every_size(official_graphs, output, fresh_seed):
     rng = np.random.default_rng(fresh_seed)
@@ -83,7 +79,9 @@ def test_equals_samonnxmodel_at_every_size(official_graphs, output, fresh_seed):
             assert np.abs(low_res - want[2]).max() <= 1e-3 and np.abs(scores - want[1]).max() <= 1e-4
             err = np.abs(masks - want[0]).max()
             assert err <= 1e-3 or err / np.abs(want[0]).max() <= 1e-4, (size, err)
-            assert min(binary_iou(masks[0, m], want[0][0, m]) for m in range(output.count)) >= 0.999, size
+            # verify's IoU: a pixel whose reference logit is within the fp32 logit bound of 0 counts as agreeing
+            # (on the 17x23 size one such pixel, flipped by a rounding, took the plain IoU to 0.9965 in ~1 of 40 draws)
+            assert binarized_iou(want[0], masks, margin=TOLERANCES["fp32"].logit_abs).min() >= 0.999, size
 
 
 def test_best_follows_the_point_count_rule(official_graphs, rng):

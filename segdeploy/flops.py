@@ -114,10 +114,10 @@ def _taken_branches_inlined(model, feeds: dict[str, np.ndarray]):
             nodes.append(node)
             continue
         taken = {a.name: a.g for a in node.attribute}["then_branch" if bool(conditions[ifs.index(node)].reshape(-1)[0]) else "else_branch"]
-        for inner in taken.node:  # a subgraph names its nodes in its own scope
+        for index, inner in enumerate(taken.node):  # a subgraph names its nodes in its own scope, if at all
             copy = onnx.NodeProto()
             copy.CopyFrom(inner)
-            copy.name = f"{node.name}/{inner.name}"
+            copy.name = f"{node.name}/{inner.name or index}"
             nodes.append(copy)
         nodes.extend(onnx.helper.make_node("Identity", [inner.name], [outer]) for inner, outer in zip(taken.output, node.output))
     inlined = onnx.ModelProto()

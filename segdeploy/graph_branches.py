@@ -180,10 +180,18 @@ def branch_mask_embedding(model: onnx.ModelProto, no_mask: np.ndarray) -> int:
     if_node = helper.make_node(
         "If", [f"{stem}/any_mask"], [dense], name=f"{stem}/If",
         then_branch=helper.make_graph(then_nodes, "with_mask_input", [], [_float_output(f"{stem}/with_mask")]),
-        else_branch=helper.make_graph(else_nodes, "without_mask_input", [], [_float_output(f"{stem}/dense")]),
+        else_branch=helper.make_graph(_named(else_nodes), "without_mask_input", [], [_float_output(f"{stem}/dense")]),
     )
-    _replace_with_if(graph, branch, cond_nodes, if_node)
+    _replace_with_if(graph, branch, _named(cond_nodes), if_node)
     return 1
+
+
+def _named(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """``nodes`` with each unnamed one named after its first output (unique: outputs are)."""
+    for node in nodes:
+        if not node.name:
+            node.name = node.output[0]
+    return nodes
 
 
 def _sizes_spatial(producer: dict[str, onnx.NodeProto], sizes: str) -> str | None:
@@ -275,5 +283,5 @@ def branch_identity_crop(model: onnx.ModelProto) -> int:
             then_branch=helper.make_graph([one_resize], "upsample_only", [], [_float_output(f"{stem}/upsampled")]),
             else_branch=helper.make_graph([upsample, cut, resize], "crop_and_resize", [], [_float_output(f"{stem}/resized")]),
         )
-        _replace_with_if(graph, branch, cond_nodes, if_node)
+        _replace_with_if(graph, branch, _named(cond_nodes), if_node)
         done += 1

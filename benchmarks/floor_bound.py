@@ -12,8 +12,8 @@ onnxruntime kernel per pass, each at the shape onnxruntime runs fastest for it:
   by all prompts): the image embedding's NCHW -> token-major transpose and layer 0's key+PE add;
 - per prompt: layer 0's residual add and norm4; layer 1's key+PE add, residual add and norm4; the
   final attention's key+PE add (6 passes over [4096,256]);
-- per prompt: the token-to-image softmaxes over [64,4096] (3) and the per-head image-to-token
-  softmaxes over [4096,8,8] (2);
+- per prompt: the token-to-image softmaxes over [64,4096] (layers 0 and 1) and [40,4096] (the final
+  attention, 5 output tokens), and the per-head image-to-token softmaxes over [4096,8,8] (2);
 - per prompt: LayerNorm2d over the 64x128x128 map, timed as a LayerNorm over 256-wide rows (the
   fast kernel shape; the real 64-wide rows run ~3x slower per element), its GELU, and the GELU over
   the 32x256x256 map with the bias already inside the GEMM before it.
@@ -43,6 +43,7 @@ TOKENS, WIDTH = 4096, 256  # the 64x64 image map, token-major
 UPSCALED_1 = (16384, 64)  # 64 x 128 x 128, channels last
 UPSCALED_2 = (16384, 128)  # 32 x 256 x 256 as the 2nd stage's GEMM writes it (4 positions x 32 channels)
 HEADS, QUERY_TOKENS = 8, 8  # SAM's heads; prompt tokens with 3 point slots (1 iou + 4 mask + 3)
+OUTPUT_TOKENS = 5  # the final attention runs for the iou and mask tokens only
 
 
 def passes_graph(prompts: int, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -66,7 +67,7 @@ def passes_graph(prompts: int, seed: int = 0) -> tuple[onnx.ModelProto, dict[str
         helper.make_node("Add", ["keys2", "pe"], ["keys_pe2"]),
         helper.make_node("Softmax", ["t2i"], ["t2i_1"], axis=-1),
         helper.make_node("Softmax", ["t2i_1"], ["t2i_2"], axis=-1),
-        helper.make_node("Softmax", ["t2i_2"], ["t2i_3"], axis=-1),
+        helper.make_node("Softmax", ["t2i_final"], ["t2i_3"], axis=-1),
         helper.make_node("Softmax", ["i2t"], ["i2t_1"], axis=-1),
         helper.make_node("Softmax", ["i2t_1"], ["i2t_2"], axis=-1),
         helper.make_node("LayerNormalization", ["up1", "gamma", "beta"], ["up1_norm"], axis=-1),
@@ -78,11 +79,12 @@ def passes_graph(prompts: int, seed: int = 0) -> tuple[onnx.ModelProto, dict[str
         "attn0": (b, TOKENS, WIDTH),
         "attn1": (b, TOKENS, WIDTH),
         "t2i": (b, HEADS * QUERY_TOKENS, TOKENS),
+        "t2i_final": (b, HEADS * OUTPUT_TOKENS, TOKENS),
         "i2t": (b, TOKENS, HEADS, QUERY_TOKENS),
         "up1": (b * UPSCALED_1[0] * UPSCALED_1[1] // WIDTH, WIDTH),  # LayerNorm2d at the fast row width
         "up2": (b * UPSCALED_2[0], UPSCALED_2[1]),
     }
-    outputs = ["keys_pe0", "keys_pe2", "t2i_3", "i2t_2", "up1_gelu", "up2_gelu"]
+    outputs = ["keys_pe0", "keys_pe2", "t2i_2", "t2i_3", "i2t_2", "up1_gelu", "up2_gelu"]
     graph = helper.make_graph(
         nodes, "decoder_passes",
         [helper.make_tensor_value_info(name, f32, list(shape)) for name, shape in shapes.items()],

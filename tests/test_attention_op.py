@@ -20,9 +20,9 @@ from segdeploy.graph_passes import optimize_graph
 from segdeploy.registry import family_of_variant, load_decoder
 
 VARIANT = "sam_vit_b"
-# blocks per rule on SAM's plain graph: the 4 token-to-image and image-to-token blocks carry the
-# padding mask, the 3 self-attention and final blocks do not; the low-precision forms wrap each
-# softmax in Casts to and from float
+# blocks per rule on SAM's plain graph: the 4 whose keys are the prompt tokens (2 self-attentions,
+# 2 image-to-token) carry the padding-slot mask, the 3 token-to-image ones (keys: the image) do not;
+# the low-precision forms wrap each softmax in Casts to and from float
 FIRES = {
     Precision.FP32: {"AttentionMasked": 4, "Attention": 3, "AttentionMaskedCast": 0, "AttentionCast": 0},
     Precision.FP16: {"AttentionMasked": 0, "Attention": 0, "AttentionMaskedCast": 4, "AttentionCast": 3},

@@ -99,7 +99,7 @@ def passes_graph(prompts: int, seed: int = 0) -> tuple[onnx.ModelProto, dict[str
 def _unfused():
     """Session options for the passes graph: basic optimizations only. At the default level
     onnxruntime fuses each residual Add + LayerNormalization into SkipLayerNormalization, whose CPU
-    kernel took 2.75 ms for the pair that runs in 0.29 + 0.54 ms unfused (B=1 here)."""
+    kernel took 2.75 ms for the pair that runs in 0.27 + 0.44 ms unfused (B=1 here)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

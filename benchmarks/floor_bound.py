@@ -111,24 +111,20 @@ def measure(path: str, prompts: int, runs: int, seed: int = 0) -> dict:
     """Ours, the floor's MatMul and Resize, and the passes graph, timed interleaved; p50 ms each."""
     import onnxruntime as ort
 
-    from segdeploy.floor import floor_graphs, matmul_shape, time_interleaved
+    from segdeploy.floor import floor_calls, time_interleaved
     from segdeploy.flops import count_flops
 
     feeds = feeds_for(path, prompts)
     flops = count_flops(Path(path), feeds).total
     ours = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     masks = ours.run(["masks"], feeds)[0].shape
-    matmul_model, resize_model = floor_graphs(flops, masks[1], prompts, tuple(masks[2:]), seed)
-    m, k, _ = matmul_shape(flops)
-    rng = np.random.default_rng(seed)
     passes_model, passes_feeds = passes_graph(prompts, seed)
-    sessions = {
-        "graph": (ours, feeds),
-        "matmul": (ort.InferenceSession(matmul_model.SerializeToString()), {"a": rng.standard_normal((m, k), dtype=np.float32)}),
-        "resize": (ort.InferenceSession(resize_model.SerializeToString()), {"low_res": rng.standard_normal((prompts, masks[1], 256, 256), dtype=np.float32)}),
-        "passes": (ort.InferenceSession(passes_model.SerializeToString(), _unfused()), passes_feeds),
+    passes = ort.InferenceSession(passes_model.SerializeToString(), _unfused())
+    calls = {
+        "graph": lambda: ours.run(None, feeds),
+        **floor_calls(flops, masks, seed=seed),
+        "passes": lambda: passes.run(None, passes_feeds),
     }
-    calls = {label: (lambda s=s, f=f: s.run(None, f)) for label, (s, f) in sessions.items()}
     times, _ = time_interleaved(calls, runs, block=3 if prompts > 4 else 5)
     p50 = {label: float(np.median(t)) * 1000 for label, t in times.items()}
     floor = p50["matmul"] + p50["resize"]

@@ -128,28 +128,22 @@ def settle(path: str, prompts: int, rounds: int, calls: int = 12, threads: int =
 
     import onnxruntime as ort
 
+    from segdeploy.floor import floor_calls
     from segdeploy.flops import count_flops
-    from segdeploy.floor import floor_graphs, matmul_shape
 
     feeds = feeds_for(path, prompts)
     flops = count_flops(path, feeds).total
-    masks = session(path, threads).run(["masks"], feeds)[0].shape
-    matmul_model, resize_model = floor_graphs(flops, masks[1], prompts, tuple(masks[2:]), 0)
-    m, k, _ = matmul_shape(flops)
-    rng = np.random.default_rng(0)
+    graph = session(path, threads)
+    masks = graph.run(["masks"], feeds)[0].shape
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    runs = {
-        "graph": (session(path, threads), feeds),
-        "matmul": (ort.InferenceSession(matmul_model.SerializeToString(), options), {"a": rng.standard_normal((m, k), dtype=np.float32)}),
-        "resize": (ort.InferenceSession(resize_model.SerializeToString(), options), {"low_res": rng.standard_normal((prompts, masks[1], 256, 256), dtype=np.float32)}),
-    }
+    runs = {"graph": lambda: graph.run(None, feeds), **floor_calls(flops, masks, options)}
     times: dict[str, list[list[float]]] = {label: [[] for _ in range(calls)] for label in runs}
     for _ in range(rounds):
-        for label, (sess, inputs) in runs.items():
+        for label, call in runs.items():
             for position in range(calls):
                 started = time.perf_counter()
-                sess.run(None, inputs)
+                call()
                 times[label][position].append(1000 * (time.perf_counter() - started))
     return {label: [float(np.median(v)) for v in per_position] for label, per_position in times.items()}
 

@@ -122,6 +122,24 @@ def model_flops(model: onnx.ModelProto) -> int:
     return 2 * m * k * n
 
 
+def floor_calls(flops: float, masks: tuple[int, ...], options=None, seed: int = 0) -> dict[str, Callable[[], object]]:
+    """The floor's two graphs (``floor_graphs`` for ``flops`` and a [B, M, H, W] ``masks`` output) as
+    calls on sessions of their own with ``options`` (onnxruntime's defaults when None), each on
+    random inputs drawn from ``seed``: {"matmul": ..., "resize": ...}."""
+    import onnxruntime as ort
+
+    prompts, count, height, width = masks
+    matmul_model, resize_model = floor_graphs(flops, count, prompts, (height, width), seed)
+    matmul = ort.InferenceSession(matmul_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    resize = ort.InferenceSession(resize_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    m, k, _ = matmul_shape(flops)
+    a = {"a": rng.standard_normal((m, k), dtype=np.float32)}
+    low = contract.LOW_RES_SIZE
+    low_res = {"low_res": rng.standard_normal((prompts, count, low, low), dtype=np.float32)}
+    return {"matmul": lambda: matmul.run(None, a), "resize": lambda: resize.run(None, low_res)}
+
+
 def measure_floor(
     graph: Path | str | onnx.ModelProto, feeds: Mapping[str, np.ndarray], runs: int, threads: int | None = None, block: int = 5, seed: int = 0,
     spinning: bool = True,
@@ -155,25 +173,14 @@ def measure_floor(
     if masks is None or len(masks) != 4:
         raise BadInputError("the floor needs a graph with a 4-D `masks` output [B, M, H, W]")
     prompts, count, height, width = masks
-    matmul_model, resize_model = floor_graphs(flops.total, count, prompts, (height, width), seed)
-    rng = np.random.default_rng(seed)
     m, k, n = matmul_shape(flops.total)
-    matmul = ort.InferenceSession(matmul_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    resize = ort.InferenceSession(resize_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    a = {"a": rng.standard_normal((m, k), dtype=np.float32)}
-    low = contract.LOW_RES_SIZE
-    low_res = {"low_res": rng.standard_normal((prompts, count, low, low), dtype=np.float32)}
-    calls = {
-        "graph": lambda: ours.run(None, feeds),
-        "matmul": lambda: matmul.run(None, a),
-        "resize": lambda: resize.run(None, low_res),
-    }
+    calls = {"graph": lambda: ours.run(None, feeds), **floor_calls(flops.total, masks, options, seed)}
     times, order = time_interleaved(calls, runs, block)
     p50 = {label: float(np.percentile(np.array(t) * 1000.0, 50)) for label, t in times.items()}
     return FloorReport(
         graph=str(graph) if not isinstance(graph, onnx.ModelProto) else (graph.graph.name or "model"),
         prompts=int(prompts), masks=int(count), out_size=(int(height), int(width)),
-        graph_flops=int(flops.total), matmul_shape=(m, k, n), matmul_flops=model_flops(matmul_model),
+        graph_flops=int(flops.total), matmul_shape=(m, k, n), matmul_flops=2 * m * k * n,
         runs=runs, block=block, threads=threads,
         graph_ms=p50["graph"], matmul_ms=p50["matmul"], resize_ms=p50["resize"], order=order,
     )

@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from segdeploy import contract
-from segdeploy.graph_passes import consumers
+from segdeploy.graph_passes import constant_values, consumers
 
 MASK_INPUT = contract.MASK_INPUT.name
 HAS_MASK_INPUT = contract.HAS_MASK_INPUT.name
@@ -206,14 +206,13 @@ def _sizes_spatial(producer: dict[str, onnx.NodeProto], sizes: str) -> str | Non
     return concat.input[1]
 
 
-def _constant_value(graph: onnx.GraphProto, producer: dict[str, onnx.NodeProto], name: str) -> np.ndarray | None:
-    """The value of an initializer, or of a Concat of initializers (a merged Slice's starts)."""
-    for tensor in graph.initializer:
-        if tensor.name == name:
-            return numpy_helper.to_array(tensor)
+def _constant_value(constants: dict[str, np.ndarray], producer: dict[str, onnx.NodeProto], name: str) -> np.ndarray | None:
+    """The value of a constant (``graph_passes.constant_values``), or of a Concat of constants (a merged Slice's starts)."""
+    if name in constants:
+        return constants[name]
     node = producer.get(name)
     if node is not None and node.op_type == "Concat":
-        parts = [_constant_value(graph, producer, i) for i in node.input]
+        parts = [_constant_value(constants, producer, i) for i in node.input]
         if all(p is not None for p in parts):
             return np.concatenate(parts)
     return None
@@ -233,14 +232,15 @@ def branch_identity_crop(model: onnx.ModelProto) -> int:
     while True:
         users = consumers(graph)
         producer = {o: n for n in graph.node for o in n.output}
+        constants = constant_values(graph)
         match = None
         for last in graph.node:
             crop = producer.get(last.input[0]) if last.op_type == "Resize" else None
             first = producer.get(crop.input[0]) if crop is not None and crop.op_type == "Slice" else None
             if first is None or not (_linear_half_pixel(first) and _linear_half_pixel(last)) or len(crop.input) < 4:
                 continue
-            starts, axes = (_constant_value(graph, producer, crop.input[i]) for i in (1, 3))
-            steps = _constant_value(graph, producer, crop.input[4]) if len(crop.input) > 4 and crop.input[4] else np.ones(2)
+            starts, axes = (_constant_value(constants, producer, crop.input[i]) for i in (1, 3))
+            steps = _constant_value(constants, producer, crop.input[4]) if len(crop.input) > 4 and crop.input[4] else np.ones(2)
             spatial = [_sizes_spatial(producer, node.input[3]) for node in (first, last)]
             if (starts is None or axes is None or steps is None or (starts != 0).any() or (steps != 1).any()
                     or sorted(int(a) % 4 for a in axes) != [2, 3] or None in spatial):

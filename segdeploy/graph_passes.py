@@ -99,7 +99,8 @@ def dedupe_initializers(model: onnx.ModelProto) -> int:
     return len(rename)
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """The values of the graph's initializers and Constant nodes, by name."""
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -111,7 +112,7 @@ def merge_slice_chains(model: onnx.ModelProto) -> int:
     """Replace Slice(axes a) -> Slice(axes b), disjoint and with unit steps, where the first feeds
     only the second, by one Slice over a and b. Returns how many Slices were removed."""
     graph = model.graph
-    constants = _constant_values(graph)
+    constants = constant_values(graph)
     users = consumers(graph)
     merged = 0
     nodes = list(graph.node)

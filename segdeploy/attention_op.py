@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from segdeploy.errors import BadInputError
+from segdeploy.rewrites import rewrite
 
 ATTENTION_OPSET = 23
 
@@ -80,17 +81,11 @@ def attention_rules() -> list:
 def fuse_attention(model: onnx.ModelProto, opset: int = ATTENTION_OPSET) -> tuple[onnx.ModelProto, int]:
     """Convert to ``opset`` (23 or newer) and replace each attention block by one Attention node; returns the model
     and how many blocks were rewritten."""
-    import onnx_ir as ir
-    import onnxscript.optimizer
     from onnx import version_converter
     from onnxscript.rewriter import pattern
 
     converted = version_converter.convert_version(model, opset)
-    ir_model = ir.serde.deserialize_model(converted)
-    replaced = pattern.RewriteRuleSet(attention_rules()).apply_to_model(ir_model)
-    if not replaced:
+    out, counts = rewrite(converted, {"attention": lambda: pattern.RewriteRuleSet(attention_rules())})
+    if not counts["attention"]:
         raise BadInputError("no attention block matched the plain form; --attention onnx starts from the plain form")
-    onnxscript.optimizer.remove_unused_nodes(ir_model)
-    out = ir.serde.serialize_model(ir_model)
-    del out.graph.value_info[:]
-    return out, replaced
+    return out, counts["attention"]

@@ -94,19 +94,27 @@ def symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
 
 
-def apply_rules(model: onnx.ModelProto, rules: tuple[Rule, ...] = RULES) -> tuple[onnx.ModelProto, dict[str, int]]:
-    """Apply ``rules`` in order; returns the rewritten model (no intermediate value_info) and how often each fired."""
+def rewrite(model: onnx.ModelProto, rule_sets: dict[str, Callable[[], object]]) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Apply each named rule set (built by its callable: an onnxscript RewriteRuleSet) in order to
+    ``model``'s IR; returns the rewritten model (unused nodes removed, no intermediate value_info)
+    and how often each set fired."""
     import onnx_ir as ir
     import onnxscript.optimizer
 
-    # onnxruntime's symbolic inference knows only its own Attention (not ONNX's opset-23 one): rules
-    # that need it run on graphs without that operator
-    annotated = symbolic_shapes(model) if any(rule.symbolic_shapes for rule in rules) else model
-    ir_model = ir.serde.deserialize_model(annotated)
-    counts = {rule.name: rule.build().apply_to_model(ir_model) for rule in rules}
+    ir_model = ir.serde.deserialize_model(model)
+    counts = {name: build().apply_to_model(ir_model) for name, build in rule_sets.items()}
     onnxscript.optimizer.remove_unused_nodes(ir_model)
     out = ir.serde.serialize_model(ir_model)
     del out.graph.value_info[:]
+    return out, counts
+
+
+def apply_rules(model: onnx.ModelProto, rules: tuple[Rule, ...] = RULES) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Apply ``rules`` in order; returns the rewritten model (no intermediate value_info) and how often each fired."""
+    # onnxruntime's symbolic inference knows only its own Attention (not ONNX's opset-23 one): rules
+    # that need it run on graphs without that operator
+    annotated = symbolic_shapes(model) if any(rule.symbolic_shapes for rule in rules) else model
+    out, counts = rewrite(annotated, {rule.name: rule.build for rule in rules})
     if any(counts.values()) and not any(o.domain == CONTRIB_DOMAIN for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     return out, counts

@@ -14,10 +14,9 @@ from segdeploy.attention_op import ATTENTION_OPSET, attention_rules, fuse_attent
 from segdeploy.bench import bench_feeds
 from segdeploy.contract import TOLERANCES
 from segdeploy.errors import BadInputError
-from segdeploy.export import ExportOptions, trace_to_onnx
 from segdeploy.forms import AttentionForm, Precision
-from segdeploy.graph_passes import optimize_graph
-from segdeploy.registry import family_of_variant, load_decoder
+from segdeploy.registry import family_of_variant
+from test_rewrites import traced
 
 VARIANT = "sam_vit_b"
 # blocks per rule on SAM's plain graph: the 4 whose keys are the prompt tokens (2 self-attentions,
@@ -31,10 +30,7 @@ FIRES = {
 
 def plain(precision: Precision) -> onnx.ModelProto:
     """The graph export hands to fuse_attention for ``--attention onnx`` at ``precision``."""
-    options = ExportOptions(variant=VARIANT, attention=AttentionForm.ONNX, opset=ATTENTION_OPSET, precision=precision)
-    decoder, _ = load_decoder(VARIANT, None, 0)
-    module = options.family.decoder_graph(decoder, options.layout, options.form).eval()
-    return optimize_graph(trace_to_onnx(module, options))
+    return traced(VARIANT, attention=AttentionForm.ONNX, opset=ATTENTION_OPSET, precision=precision)
 
 
 def run(model: onnx.ModelProto, feeds) -> dict[str, np.ndarray]:

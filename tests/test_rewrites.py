@@ -19,9 +19,10 @@ from segdeploy.verify import VerifyOptions, render_report, verify_graph
 VARIANTS = ["sam_vit_b", "sam2.1_hiera_tiny"]
 
 
-def traced(variant: str) -> onnx.ModelProto:
-    """The onnxruntime fp32 graph as export has it just before the rewrites."""
-    options = ExportOptions(variant=variant)
+def traced(variant: str, **fields) -> onnx.ModelProto:
+    """The graph as export has it after its clean-up passes, before any rewrite (``fields``: other
+    ExportOptions; none: the onnxruntime fp32 graph just before the rewrite rules)."""
+    options = ExportOptions(variant=variant, **fields)
     decoder, _ = load_decoder(variant, None, 0)
     module = options.family.decoder_graph(decoder, options.layout, options.form).eval()
     return optimize_graph(trace_to_onnx(module, options))
